@@ -1,0 +1,55 @@
+"""seqlearn: sequence-to-sequence NLP with recurrent networks.
+
+Heavy submodules (torch, Lightning) load on first use, so ``seqlearn plugins`` and
+``import seqlearn`` stay quick.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from . import registry
+from .errors import (
+    ConfigError,
+    DataError,
+    DuplicateComponentError,
+    PluginLoadError,
+    RegistryError,
+    SeqlearnError,
+    UnknownComponentError,
+    VocabError,
+)
+from .vocab import Vocab
+
+__version__ = "0.1.0"
+
+# public name -> submodule that defines it
+_LAZY = {
+    "TranslationDataModule": "datamodules",
+    "TaggingDataModule": "datamodules",
+    "Seq2Seq": "seq2seq",
+    "Hypothesis": "search",
+    "CRF": "crf",
+    "Tagger": "tagger",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'seqlearn' has no attribute {name!r}")
+
+
+__all__ = [
+    "registry",
+    "Vocab",
+    "SeqlearnError",
+    "DataError",
+    "VocabError",
+    "ConfigError",
+    "RegistryError",
+    "UnknownComponentError",
+    "DuplicateComponentError",
+    "PluginLoadError",
+    *_LAZY,
+]
