@@ -1,0 +1,317 @@
+"""Recurrent decoders: Bahdanau, Luong and plain (no attention), over any registered cell.
+
+The decoder contract
+--------------------
+A decoder is registered in :data:`seqlearn.registry.decoders` and built with keywords::
+
+    Decoder(embedding_dim=, hidden_size=, memory_size=, encoder_state_size=, output_size=,
+            cell="gru", num_layers=1, attention="bahdanau", dropout=0.0,
+            cell_options=None, attention_options=None, bridge=True, **options)
+
+``memory_size`` is the size of the encoder outputs, ``encoder_state_size`` that of each
+tensor of an encoder layer's final state (see :class:`~seqlearn.encoder.RNNEncoder`),
+``output_size`` that of the vectors the model's output layer reads.  It provides
+
+* ``init_state(memory, mask, encoder_finals) -> state``: ``memory`` ``(batch, src_len,
+  memory_size)``, ``mask`` ``(batch, src_len)`` bool, ``encoder_finals`` one final state per
+  encoder layer.  ``state`` is a ``dict[str, Tensor]``, every tensor batch-first -- the
+  encoder memory and projected attention keys included -- so beam search reorders it with
+  ``index_select(0, ...)`` without knowing what is inside;
+* ``step(emb, state) -> (output, state, attn)``: one step; ``emb`` ``(batch, embedding_dim)``
+  is the embedded previous token, ``output`` ``(batch, output_size)``, ``attn``
+  ``(batch, src_len)`` or None;
+* ``forward(emb, state) -> (outputs, attn)``: a whole teacher-forced target ``(batch,
+  tgt_len, embedding_dim)`` -> ``(batch, tgt_len, output_size)`` and ``(batch, tgt_len,
+  src_len)`` or None; the same numbers as :meth:`step` repeated, possibly computed faster.
+
+The recurrent state starts from the encoder's final states through the *bridge*,
+``tanh(W s + b)`` for each tensor of a cell state (``bridge=False`` copies them; the sizes
+must then agree).  Decoder layer ``i`` of ``n`` starts from encoder layer ``m - n + i`` of
+``m`` (top-aligned; the bottom encoder layer when the decoder is deeper).  Between stacked
+layers variational dropout is applied with one mask per sequence, kept in the state.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import registry
+from .cells import State, cell_output, state_tensors
+from .encoder import RNNLayer
+from .errors import ConfigError
+
+DecoderState = dict[str, torch.Tensor]
+
+
+class Decoder(nn.Module):
+    """Base class: the stacked cells, the bridge and the layout of the state dict."""
+
+    def __init__(
+        self,
+        *,
+        rnn_input_size: int,
+        hidden_size: int,
+        encoder_state_size: int,
+        output_size: int,
+        cell: str = "gru",
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        cell_options: dict[str, Any] | None = None,
+        bridge: bool = True,
+    ):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.output_size = output_size
+        self.dropout = dropout
+        self.layers = nn.ModuleList(
+            RNNLayer(cell, rnn_input_size if i == 0 else hidden_size, hidden_size, False, cell_options)
+            for i in range(num_layers)
+        )
+        probe = self.layers[0].cells[0].init_state(1)
+        self._tuple_state = not isinstance(probe, torch.Tensor)
+        self._state_arity = len(state_tensors(probe))
+        if bridge:
+            self.bridge = nn.ModuleList(nn.Linear(encoder_state_size, hidden_size) for _ in range(self._state_arity))
+        elif encoder_state_size != hidden_size:
+            raise ConfigError(
+                f"decoder: bridge=False copies the encoder's final state, which has size {encoder_state_size}, "
+                f"into a decoder of hidden size {hidden_size}; make them equal or use the bridge"
+            )
+        else:
+            self.bridge = None
+
+    @property
+    def cell_provenance(self) -> Any:
+        return getattr(self.layers[0].cells[0], "provenance", None)
+
+    # state ------------------------------------------------------------------------
+    def init_state(self, memory: torch.Tensor, mask: torch.Tensor, encoder_finals: list[State]) -> DecoderState:
+        """The state before the first step (see the module docstring)."""
+        n, m = len(self.layers), len(encoder_finals)
+        hidden = [self._bridge(encoder_finals[max(0, m - n + i)]) for i in range(n)]
+        state = {"memory": memory, "mask": mask, **self._pack(hidden)}
+        if self.training and self.dropout > 0:
+            for i in range(1, n):  # time-locked masks on the inputs of layers above the first
+                keep = memory.new_empty(memory.size(0), self.hidden_size).bernoulli_(1.0 - self.dropout)
+                state[f"dropout.{i}"] = keep / (1.0 - self.dropout)
+        return state
+
+    def _bridge(self, final: State) -> State:
+        if self.bridge is None:
+            return final
+        parts = tuple(torch.tanh(layer(t)) for layer, t in zip(self.bridge, state_tensors(final)))
+        return parts if self._tuple_state else parts[0]
+
+    def _pack(self, hidden: list[State]) -> DecoderState:
+        return {f"hidden.{i}.{k}": t for i, s in enumerate(hidden) for k, t in enumerate(state_tensors(s))}
+
+    def _unpack(self, state: DecoderState) -> list[State]:
+        hidden: list[State] = []
+        for i in range(len(self.layers)):
+            parts = tuple(state[f"hidden.{i}.{k}"] for k in range(self._state_arity))
+            hidden.append(parts if self._tuple_state else parts[0])
+        return hidden
+
+    def _top_output(self, state: DecoderState) -> torch.Tensor:
+        """The top layer's output in ``state`` ``(batch, hidden)``."""
+        return cell_output(self.layers[-1].cells[0], self._unpack(state)[-1])
+
+    # recurrence --------------------------------------------------------------------
+    def _step_cells(self, x: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """One step of the stacked cells: the top output ``(batch, hidden)`` and the new state."""
+        hidden = self._unpack(state)
+        for i, layer in enumerate(self.layers):
+            if f"dropout.{i}" in state:
+                x = x * state[f"dropout.{i}"]
+            x, hidden[i] = layer.cells[0](x, hidden[i])
+        return x, {**state, **self._pack(hidden)}
+
+    def _run_cells(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        """The stacked cells over a whole input ``(batch, len, input)`` known in advance,
+        layer by layer (fused kernels for built-in cells): ``(batch, len, hidden)``."""
+        hidden = self._unpack(state)
+        for i, layer in enumerate(self.layers):
+            if f"dropout.{i}" in state:
+                x = x * state[f"dropout.{i}"].unsqueeze(1)
+            x, _ = layer(x, None, [hidden[i]])
+        return x
+
+    # contract ------------------------------------------------------------------------
+    def step(
+        self, emb: torch.Tensor, state: DecoderState
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        raise NotImplementedError
+
+    def forward(self, emb: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Teacher-forced decoding of a whole target, one :meth:`step` at a time."""
+        outputs, attns = [], []
+        for t in range(emb.size(1)):
+            out, state, attn = self.step(emb[:, t], state)
+            outputs.append(out)
+            attns.append(attn)
+        return torch.stack(outputs, 1), None if attns[0] is None else torch.stack(attns, 1)
+
+
+class _ContextDecoder(Decoder):
+    """A context vector enters the RNN input ``[y_{t-1}; c_t]`` and the deep output
+    ``tanh(W [s_t; c_t; y_{t-1}])`` (Bahdanau et al. 2014, without the maxout);
+    subclasses say where ``c_t`` comes from."""
+
+    def __init__(self, *, embedding_dim: int, context_size: int, output_size: int, **kwargs: Any):
+        super().__init__(rnn_input_size=embedding_dim + context_size, output_size=output_size, **kwargs)
+        self.readout = nn.Linear(self.hidden_size + context_size + embedding_dim, output_size)
+
+    def _context(self, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+    def _readout(self, h: torch.Tensor, context: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.readout(torch.cat([h, context, emb], -1)))
+
+    def step(
+        self, emb: torch.Tensor, state: DecoderState
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        context, attn = self._context(state)
+        h, state = self._step_cells(torch.cat([emb, context], -1), state)
+        return self._readout(h, context, emb), state, attn
+
+
+@registry.decoders.register("bahdanau")
+class BahdanauDecoder(_ContextDecoder):
+    """Bahdanau et al. (2014): the *previous* decoder state queries the attention, and the
+    context is fed into the RNN input and the deep output.
+
+    Teacher-forced :meth:`forward` runs only attention and cells in its time loop; the
+    deep output of all steps is one matrix product afterwards.
+    """
+
+    def __init__(
+        self,
+        *,
+        embedding_dim: int,
+        hidden_size: int,
+        memory_size: int,
+        encoder_state_size: int,
+        output_size: int,
+        attention: str = "bahdanau",
+        attention_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(
+            embedding_dim=embedding_dim, context_size=memory_size, hidden_size=hidden_size,
+            encoder_state_size=encoder_state_size, output_size=output_size, **kwargs,
+        )
+        self.attention = registry.attentions.build(attention, hidden_size, memory_size, **(attention_options or {}))
+
+    def init_state(self, memory: torch.Tensor, mask: torch.Tensor, encoder_finals: list[State]) -> DecoderState:
+        state = super().init_state(memory, mask, encoder_finals)
+        state["keys"] = self.attention.project_keys(memory)
+        return state
+
+    def _context(self, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.attention(self._top_output(state), state["keys"], state["memory"], state["mask"])
+
+    def forward(self, emb: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
+        hs, contexts, attns = [], [], []
+        for t in range(emb.size(1)):
+            context, attn = self._context(state)
+            h, state = self._step_cells(torch.cat([emb[:, t], context], -1), state)
+            hs.append(h)
+            contexts.append(context)
+            attns.append(attn)
+        return self._readout(torch.stack(hs, 1), torch.stack(contexts, 1), emb), torch.stack(attns, 1)
+
+
+@registry.decoders.register("plain")
+class PlainDecoder(_ContextDecoder):
+    """No attention (Sutskever et al. 2014; Cho et al. 2014): the encoder's final top-layer
+    output is the only context, fed at every step; the ``attention`` options are ignored.
+    Teacher-forced :meth:`forward` runs the cells over the whole target at once."""
+
+    def __init__(
+        self,
+        *,
+        embedding_dim: int,
+        hidden_size: int,
+        memory_size: int,
+        encoder_state_size: int,
+        output_size: int,
+        attention: str | None = None,
+        attention_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(
+            embedding_dim=embedding_dim, context_size=encoder_state_size, hidden_size=hidden_size,
+            encoder_state_size=encoder_state_size, output_size=output_size, **kwargs,
+        )
+
+    def init_state(self, memory: torch.Tensor, mask: torch.Tensor, encoder_finals: list[State]) -> DecoderState:
+        state = super().init_state(memory, mask, encoder_finals)
+        state["context"] = cell_output(self.layers[-1].cells[0], encoder_finals[-1])
+        return state
+
+    def _context(self, state: DecoderState) -> tuple[torch.Tensor, None]:
+        return state["context"], None
+
+    def forward(self, emb: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, None]:
+        context = state["context"].unsqueeze(1).expand(-1, emb.size(1), -1)
+        h = self._run_cells(torch.cat([emb, context], -1), state)
+        return self._readout(h, context, emb), None
+
+
+@registry.decoders.register("luong")
+class LuongDecoder(Decoder):
+    """Luong et al. (2015): the *current* state ``s_t`` queries the attention and the
+    attentional hidden state ``h~_t = tanh(W_c [c_t; s_t])`` is the output.
+
+    With ``input_feeding`` (default) ``h~_{t-1}`` joins the next RNN input, which forces a
+    step loop.  Without it, teacher-forced :meth:`forward` runs the cells over the whole
+    target in one fused call per layer and attends for all steps at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        embedding_dim: int,
+        hidden_size: int,
+        memory_size: int,
+        encoder_state_size: int,
+        output_size: int,
+        attention: str = "luong-general",
+        attention_options: dict[str, Any] | None = None,
+        input_feeding: bool = True,
+        **kwargs: Any,
+    ):
+        super().__init__(
+            rnn_input_size=embedding_dim + (output_size if input_feeding else 0), hidden_size=hidden_size,
+            encoder_state_size=encoder_state_size, output_size=output_size, **kwargs,
+        )
+        self.input_feeding = input_feeding
+        self.attention = registry.attentions.build(attention, hidden_size, memory_size, **(attention_options or {}))
+        self.combine = nn.Linear(memory_size + hidden_size, output_size, bias=False)
+
+    def init_state(self, memory: torch.Tensor, mask: torch.Tensor, encoder_finals: list[State]) -> DecoderState:
+        state = super().init_state(memory, mask, encoder_finals)
+        state["keys"] = self.attention.project_keys(memory)
+        if self.input_feeding:
+            state["feed"] = memory.new_zeros(memory.size(0), self.output_size)
+        return state
+
+    def _attend(self, h: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
+        """``h~ = tanh(W_c [c; h])`` and the attention weights, for one step or many."""
+        context, attn = self.attention(h, state["keys"], state["memory"], state["mask"])
+        return torch.tanh(self.combine(torch.cat([context, h], -1))), attn
+
+    def step(self, emb: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
+        x = torch.cat([emb, state["feed"]], -1) if self.input_feeding else emb
+        h, state = self._step_cells(x, state)
+        out, attn = self._attend(h, state)
+        if self.input_feeding:
+            state["feed"] = out
+        return out, state, attn
+
+    def forward(self, emb: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.input_feeding:
+            return super().forward(emb, state)
+        return self._attend(self._run_cells(emb, state), state)
