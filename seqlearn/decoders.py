@@ -147,8 +147,8 @@ class Decoder(nn.Module):
     def forward(self, emb: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Teacher-forced decoding of a whole target, one :meth:`step` at a time."""
         outputs, attns = [], []
-        for t in range(emb.size(1)):
-            out, state, attn = self.step(emb[:, t], state)
+        for emb_t in emb.unbind(1):  # not emb[:, t]: its backward would fill a full-size zero tensor per step
+            out, state, attn = self.step(emb_t, state)
             outputs.append(out)
             attns.append(attn)
         return torch.stack(outputs, 1), None if attns[0] is None else torch.stack(attns, 1)
@@ -214,9 +214,9 @@ class BahdanauDecoder(_ContextDecoder):
 
     def forward(self, emb: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
         hs, contexts, attns = [], [], []
-        for t in range(emb.size(1)):
+        for emb_t in emb.unbind(1):
             context, attn = self._context(state)
-            h, state = self._step_cells(torch.cat([emb[:, t], context], -1), state)
+            h, state = self._step_cells(torch.cat([emb_t, context], -1), state)
             hs.append(h)
             contexts.append(context)
             attns.append(attn)

@@ -144,12 +144,13 @@ class RNNLayer(nn.Module):
         if lengths is not None:
             mask = (torch.arange(length, device=x.device)[None, :] < lengths.to(x.device)[:, None]).unsqueeze(-1)
         outputs, finals = [], []
+        steps_in = x.unbind(1)  # not x[:, t]: its backward would fill a full-size zero tensor per step
         for direction, cell in enumerate(self.cells):
             s = cell.init_state(batch, x.device, x.dtype) if state is None else state[direction]
             steps = range(length - 1, -1, -1) if direction == 1 else range(length)
             out: list[torch.Tensor] = [x.new_empty(0)] * length
             for t in steps:
-                h, new = cell(x[:, t], s)
+                h, new = cell(steps_in[t], s)
                 if mask is None:
                     s = new
                 else:

@@ -1,0 +1,678 @@
+"""The attention encoder-decoder as a Lightning module: train, fine-tune, translate, score.
+
+>>> model = Seq2Seq(src_vocab, tgt_vocab, cell="gru", attention="bahdanau", decoder="bahdanau")
+>>> pl.Trainer(max_epochs=10, gradient_clip_val=5).fit(model, datamodule)
+>>> model.translate(["ein hund läuft"], beam_size=5)[0][0].tokens
+['a', 'dog', 'runs']
+
+Sizes: ``hidden_size`` is the decoder's; the encoder has ``encoder_hidden_size`` units per
+direction, by default ``hidden_size // 2`` when bidirectional (so the encoder outputs, the
+attention memory, are ``hidden_size`` wide) and ``hidden_size`` otherwise.
+
+Everything a checkpoint needs to rebuild the model is a plain hyperparameter (vocabularies
+as dicts, tokenizer and component names), so ``Seq2Seq.load_from_checkpoint(path)`` restores
+vocabularies and tokenizers with the weights, and checkpoints load with
+``torch.load(path, weights_only=True)``.  The provenance of every registry-built component
+(name, distribution, version) is saved beside them under ``checkpoint["seqlearn"]``.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Callable, Iterable, Sequence
+
+import pytorch_lightning as pl
+import sacrebleu
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import registry, search
+from .batching import Padded, TranslationBatch, pad
+from .encoder import RNNEncoder
+from .errors import ConfigError
+from .search import Hypothesis
+from .tokenizers import get_tokenizer
+from .vocab import Vocab
+
+__all__ = ["Seq2Seq", "TeacherForcing", "label_smoothed_nll"]
+
+FREEZABLE = ("encoder", "decoder", "embeddings", "src_embedding", "tgt_embedding")
+
+
+@dataclass(frozen=True)
+class TeacherForcing:
+    """The probability of feeding the gold previous token, as a function of the training step.
+
+    Decided per token: each position of each sentence feeds the gold token with this
+    probability and the model's own greedy prediction otherwise.  ``schedule``:
+
+    * ``"none"``: ``ratio`` at every step (1.0 = classic teacher forcing);
+    * ``"linear"``: ``max(minimum, k - c * step)`` (``k`` defaults to 1);
+    * ``"exponential"``: ``max(minimum, k ** step)`` with ``k < 1`` (default 0.9999);
+    * ``"inverse_sigmoid"``: ``max(minimum, k / (k + exp(step / k)))`` with ``k >= 1``
+      (default 1000).
+
+    The three decays are those of Bengio et al. (2015), "Scheduled Sampling for Sequence
+    Prediction with Recurrent Neural Networks", whose epsilon_i is this probability.
+    """
+
+    schedule: str = "none"
+    ratio: float = 1.0
+    k: float | None = None
+    c: float = 1e-4
+    minimum: float = 0.0
+
+    SCHEDULES = ("none", "linear", "exponential", "inverse_sigmoid")
+    DEFAULT_K = {"linear": 1.0, "exponential": 0.9999, "inverse_sigmoid": 1000.0}
+
+    def __post_init__(self) -> None:
+        if self.schedule not in self.SCHEDULES:
+            raise ConfigError(f"scheduled_sampling must be one of {', '.join(self.SCHEDULES)}; got {self.schedule!r}")
+        if not 0.0 <= self.ratio <= 1.0:
+            raise ConfigError(f"teacher_forcing must be in [0, 1], got {self.ratio}")
+        k = self.k if self.k is not None else self.DEFAULT_K.get(self.schedule)
+        if self.schedule == "exponential" and not 0.0 < k < 1.0:
+            raise ConfigError(f"exponential scheduled sampling needs 0 < k < 1, got {k}")
+        if self.schedule == "inverse_sigmoid" and k < 1.0:
+            raise ConfigError(f"inverse_sigmoid scheduled sampling needs k >= 1, got {k}")
+
+    def __call__(self, step: int) -> float:
+        k = self.k if self.k is not None else self.DEFAULT_K.get(self.schedule)
+        if self.schedule == "linear":
+            p = k - self.c * step
+        elif self.schedule == "exponential":
+            p = k**step
+        elif self.schedule == "inverse_sigmoid":
+            p = k / (k + math.exp(min(step / k, 700.0)))
+        else:
+            return self.ratio
+        return min(1.0, max(self.minimum, p))
+
+
+def label_smoothed_nll(
+    logits: torch.Tensor, gold: torch.Tensor, smoothing: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed label-smoothed cross-entropy and summed NLL of ``logits`` ``(n, V)`` against
+    ``gold`` ``(n,)`` (padding already removed).
+
+    The target distribution puts ``1 - smoothing`` on the gold token and spreads
+    ``smoothing`` uniformly over all ``V`` tokens (as ``F.cross_entropy(label_smoothing=)``).
+    """
+    log_probs = torch.log_softmax(logits.float(), -1)
+    nll = -log_probs.gather(-1, gold.unsqueeze(-1)).squeeze(-1)
+    if smoothing == 0.0:
+        total = nll.sum()
+        return total, total
+    uniform = -log_probs.mean(-1)
+    return ((1.0 - smoothing) * nll + smoothing * uniform).sum(), nll.sum()
+
+
+def default_max_length(longest_source: int) -> int:
+    """Decoding steps allowed when the caller names none: 100, or twice the longest source
+    plus 10 when that is more.  A constant for ordinary sentences keeps a translation the
+    same whatever batch it is decoded in."""
+    return max(100, 2 * longest_source + 10)
+
+
+def _as_vocab(vocab: Vocab | dict[str, Any], side: str) -> Vocab:
+    if isinstance(vocab, Vocab):
+        return vocab
+    if isinstance(vocab, dict):
+        return Vocab.from_dict(vocab, source=f"{side} vocabulary")
+    raise ConfigError(f"{side}_vocab must be a Vocab or its to_dict(), got {type(vocab).__name__}")
+
+
+def _tokenizer_name(tokenizer: Any, side: str) -> str:
+    """The registry name a checkpoint stores for a tokenizer."""
+    if isinstance(tokenizer, str):
+        return tokenizer
+    prov = registry.provenance(tokenizer)
+    if prov is None:
+        raise ConfigError(
+            f"{side}_tokenizer must be a registered tokenizer name (or built by the registry), so that a "
+            f"checkpoint can restore it; got {tokenizer!r}"
+        )
+    return prov.name
+
+
+def _remap_rows(fresh: torch.Tensor, old: torch.Tensor, old_itos: Sequence[str], new_stoi: dict[str, int]) -> torch.Tensor:
+    """``fresh`` with the rows of tokens known to ``old_itos`` copied from ``old``, by token string."""
+    pairs = [(i, new_stoi[t]) for i, t in enumerate(old_itos) if t in new_stoi]
+    out = fresh.clone()
+    if pairs:
+        old_rows, new_rows = zip(*pairs)
+        out[list(new_rows)] = old[list(old_rows)].to(out.dtype)
+    return out
+
+
+class Seq2Seq(pl.LightningModule):
+    """Encoder-decoder RNN with attention; components are registry names.
+
+    Architecture: ``cell`` (``rnn``/``lstm``/``gru`` or a plugin), ``attention``
+    (``bahdanau``, ``luong-dot``, ``luong-general``, ``luong-concat``), ``decoder``
+    (``bahdanau``, ``luong``, ``plain``); ``embedding_dim``; ``hidden_size`` (the decoder's;
+    see the module docstring for the encoder's); ``encoder_layers``, ``decoder_layers``;
+    ``bidirectional``; ``dropout`` on embeddings, between stacked layers (variational) and
+    before the output layer; ``bridge`` (encoder final state -> decoder initial state through
+    ``tanh(W s + b)``, or copied); ``tie_embeddings`` (target embeddings = output layer,
+    the decoder output then has ``embedding_dim`` units); ``cell_options``,
+    ``attention_options`` and ``decoder_options`` (e.g. ``{"input_feeding": False}`` for the
+    fused Luong path) are passed to the components.
+
+    Training: ``label_smoothing``; ``teacher_forcing`` (probability of feeding the gold token,
+    decided per token) or ``scheduled_sampling`` with ``sampling_k``, ``sampling_c``,
+    ``sampling_min`` (see :class:`TeacherForcing`); ``optimizer`` (``adam``, ``rmsprop``,
+    ``sgd``) with ``lr``, ``weight_decay``, ``momentum``; ``lr_scheduler`` (``none``,
+    ``plateau`` on ``val_loss``, ``step``, ``exponential``, ``cosine``) with ``lr_gamma``,
+    ``lr_step_size``, ``lr_patience``, ``lr_min``; ``freeze`` (any of ``encoder``,
+    ``decoder``, ``embeddings``, ``src_embedding``, ``tgt_embedding``).  Gradient clipping
+    is the Trainer's (``gradient_clip_val``).  ``val_bleu``: greedy-decode the validation set
+    and log sacreBLEU of the detokenized text each epoch.
+    """
+
+    def __init__(
+        self,
+        src_vocab: Vocab | dict[str, Any],
+        tgt_vocab: Vocab | dict[str, Any],
+        cell: str = "gru",
+        attention: str = "bahdanau",
+        decoder: str = "bahdanau",
+        embedding_dim: int = 256,
+        hidden_size: int = 512,
+        encoder_layers: int = 1,
+        bidirectional: bool = True,
+        dropout: float = 0.2,
+        decoder_layers: int = 1,
+        encoder_hidden_size: int | None = None,
+        bridge: bool = True,
+        tie_embeddings: bool = False,
+        cell_options: dict[str, Any] | None = None,
+        attention_options: dict[str, Any] | None = None,
+        decoder_options: dict[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        teacher_forcing: float = 1.0,
+        scheduled_sampling: str = "none",
+        sampling_k: float | None = None,
+        sampling_c: float = 1e-4,
+        sampling_min: float = 0.0,
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        lr_scheduler: str = "none",
+        lr_gamma: float = 0.5,
+        lr_step_size: int = 1,
+        lr_patience: int = 1,
+        lr_min: float = 0.0,
+        freeze: Sequence[str] = (),
+        src_tokenizer: str = "whitespace",
+        tgt_tokenizer: str = "whitespace",
+        val_bleu: bool = True,
+    ):
+        super().__init__()
+        src, tgt = _as_vocab(src_vocab, "src"), _as_vocab(tgt_vocab, "tgt")
+        for side, vocab in (("src", src), ("tgt", tgt)):
+            if vocab.pad_index is None or vocab.eos_index is None or vocab.unk_index is None:
+                raise ConfigError(f"{side}_vocab needs the <pad>, <unk> and </s> specials")
+        if tgt.bos_index is None:
+            raise ConfigError("tgt_vocab needs the <s> special")
+        unknown = set(freeze) - set(FREEZABLE)
+        if unknown:
+            raise ConfigError(f"cannot freeze {sorted(unknown)}; choose from {', '.join(FREEZABLE)}")
+        if optimizer not in ("adam", "rmsprop", "sgd"):
+            raise ConfigError(f"optimizer must be adam, rmsprop or sgd; got {optimizer!r}")
+        if lr_scheduler not in ("none", "plateau", "step", "exponential", "cosine"):
+            raise ConfigError(f"lr_scheduler must be none, plateau, step, exponential or cosine; got {lr_scheduler!r}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.teacher_forcing = TeacherForcing(scheduled_sampling, teacher_forcing, sampling_k, sampling_c, sampling_min)
+        self.src_vocab, self.tgt_vocab = src, tgt
+        # hyperparameters hold plain types only: checkpoints load with weights_only=True
+        src_vocab, tgt_vocab = src.to_dict(), tgt.to_dict()
+        src_tokenizer, tgt_tokenizer = _tokenizer_name(src_tokenizer, "src"), _tokenizer_name(tgt_tokenizer, "tgt")
+        freeze = list(freeze)
+        self.save_hyperparameters()
+
+        if encoder_hidden_size is None:
+            encoder_hidden_size = hidden_size // 2 if bidirectional else hidden_size
+        self.src_embedding = nn.Embedding(len(src), embedding_dim, padding_idx=src.pad_index)
+        self.tgt_embedding = nn.Embedding(len(tgt), embedding_dim, padding_idx=tgt.pad_index)
+        self.encoder = RNNEncoder(
+            embedding_dim, encoder_hidden_size, cell, encoder_layers, bidirectional, dropout, cell_options
+        )
+        output_size = embedding_dim if tie_embeddings else hidden_size
+        self.decoder = registry.decoders.build(
+            decoder,
+            embedding_dim=embedding_dim,
+            hidden_size=hidden_size,
+            memory_size=self.encoder.output_size,
+            encoder_state_size=self.encoder.output_size,
+            output_size=output_size,
+            cell=cell,
+            num_layers=decoder_layers,
+            attention=attention,
+            dropout=dropout,
+            cell_options=cell_options,
+            attention_options=attention_options,
+            bridge=bridge,
+            **(decoder_options or {}),
+        )
+        self.generator = nn.Linear(output_size, len(tgt))
+        self.dropout = nn.Dropout(dropout)
+        self._reset_embeddings()
+        if tie_embeddings:
+            self.generator.weight = self.tgt_embedding.weight
+        self._freeze(freeze)
+        self._epoch_sums: dict[str, list[torch.Tensor]] = {}
+        self._bleu_pairs: tuple[list[str], list[str]] = ([], [])
+
+    def _reset_embeddings(self) -> None:
+        # N(0, 1/d): a tied output layer then starts with logits of unit scale
+        for emb in (self.src_embedding, self.tgt_embedding):
+            nn.init.normal_(emb.weight, std=emb.embedding_dim**-0.5)
+            with torch.no_grad():
+                emb.weight[emb.padding_idx].zero_()
+
+    def _freeze(self, parts: Iterable[str]) -> None:
+        modules = {
+            "encoder": [self.encoder],
+            "decoder": [self.decoder],
+            "embeddings": [self.src_embedding, self.tgt_embedding],
+            "src_embedding": [self.src_embedding],
+            "tgt_embedding": [self.tgt_embedding],
+        }
+        for part in parts:
+            for module in modules[part]:
+                module.requires_grad_(False)
+
+    # tokenizers and provenance ----------------------------------------------------------
+    @cached_property
+    def src_tokenizer(self) -> Any:
+        return get_tokenizer(self.hparams.src_tokenizer)
+
+    @cached_property
+    def tgt_tokenizer(self) -> Any:
+        return get_tokenizer(self.hparams.tgt_tokenizer)
+
+    def provenance(self) -> dict[str, dict[str, Any] | None]:
+        """Where each registry-built component comes from (kind, name, distribution, version)."""
+        components = {
+            "cell": self.encoder.layers[0].cells[0],
+            "decoder": self.decoder,
+            "attention": getattr(self.decoder, "attention", None),
+            "src_tokenizer": self.src_tokenizer,
+            "tgt_tokenizer": self.tgt_tokenizer,
+        }
+        out = {}
+        for key, component in components.items():
+            prov = registry.provenance(component) if component is not None else None
+            out[key] = None if prov is None else prov.as_dict()
+        return out
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from . import __version__
+
+        checkpoint["seqlearn"] = {"version": __version__, "provenance": self.provenance()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        #: the provenance recorded when the checkpoint was saved (None for foreign checkpoints)
+        self.checkpoint_provenance = checkpoint.get("seqlearn", {}).get("provenance")
+
+    # the model ------------------------------------------------------------------------
+    def encode(self, src: Padded) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
+        """Encoder outputs ``(batch, src_len, memory)``, source mask ``(batch, src_len)`` and
+        the final state of each encoder layer."""
+        memory, finals = self.encoder(self.dropout(self.src_embedding(src.ids)), src.lengths)
+        return memory, src.mask, finals
+
+    def start(self, src: Padded) -> dict[str, torch.Tensor]:
+        """Search protocol: the decoder state for ``src`` (every tensor batch-first)."""
+        return self.decoder.init_state(*self.encode(src))
+
+    def step(
+        self, prev_tokens: torch.Tensor, state: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+        """Search protocol: log-probabilities ``(N, V)`` of the token after ``prev_tokens``
+        ``(N,)``, the new state and the attention ``(N, src_len)`` (None for ``plain``)."""
+        out, state, attn = self.decoder.step(self.dropout(self.tgt_embedding(prev_tokens)), state)
+        return torch.log_softmax(self.generator(self.dropout(out)), -1), state, attn
+
+    def forward(self, src: Padded, tgt_in: torch.Tensor, gold_probability: float = 1.0) -> torch.Tensor:
+        """Logits ``(batch, tgt_len, V)`` for the next tokens after ``tgt_in`` ``(batch, tgt_len)``
+        (``<s>`` first), feeding the gold token with ``gold_probability`` per token."""
+        outputs = self._decoder_outputs(src, tgt_in, gold_probability)
+        return outputs if gold_probability < 1.0 else self.generator(self.dropout(outputs))
+
+    def _decoder_outputs(self, src: Padded, tgt_in: torch.Tensor, gold_probability: float) -> torch.Tensor:
+        """Decoder outputs ``(batch, tgt_len, out)`` when teacher forcing is total, otherwise
+        the logits ``(batch, tgt_len, V)`` of the step loop that feeds predictions back."""
+        state = self.start(src)
+        if gold_probability >= 1.0:
+            outputs, _ = self.decoder(self.dropout(self.tgt_embedding(tgt_in)), state)
+            return outputs
+        logits = []
+        prev = tgt_in[:, 0]
+        for t in range(tgt_in.size(1)):
+            out, state, _ = self.decoder.step(self.dropout(self.tgt_embedding(prev)), state)
+            logits.append(self.generator(self.dropout(out)))
+            if t + 1 < tgt_in.size(1):
+                gold = tgt_in[:, t + 1]
+                use_gold = torch.rand(gold.shape, device=gold.device) < gold_probability
+                prev = torch.where(use_gold, gold, logits[-1].detach().argmax(-1))
+        return torch.stack(logits, 1)
+
+    def gold_probability(self) -> float:
+        """The probability of feeding gold tokens now: the schedule at ``global_step`` in
+        training, 1 otherwise (validation and inference never sample)."""
+        return self.teacher_forcing(self.global_step) if self.training else 1.0
+
+    def batch_loss(self, batch: TranslationBatch, gold_probability: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean label-smoothed loss per target token, summed NLL and the number of target
+        tokens (``</s>`` included, padding excluded)."""
+        tgt_in, gold = batch.tgt.ids[:, :-1], batch.tgt.ids[:, 1:]
+        mask = gold != self.tgt_vocab.pad_index
+        outputs = self._decoder_outputs(batch.src, tgt_in, gold_probability)
+        if gold_probability >= 1.0:
+            logits = self.generator(self.dropout(outputs[mask]))  # the output layer only where it counts
+        else:
+            logits = outputs[mask]
+        loss_sum, nll_sum = label_smoothed_nll(logits, gold[mask], self.hparams.label_smoothing)
+        n_tokens = mask.sum()
+        return loss_sum / n_tokens.clamp(min=1), nll_sum, n_tokens
+
+    # Lightning ----------------------------------------------------------------------------
+    def training_step(self, batch: TranslationBatch, batch_idx: int) -> torch.Tensor:
+        p = self.gold_probability()
+        loss, nll, n = self.batch_loss(batch, p)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=int(n))
+        if self.teacher_forcing.schedule != "none":
+            self.log("gold_probability", p, on_step=True, on_epoch=False)
+        self._accumulate("train", nll, n)
+        return loss
+
+    def validation_step(self, batch: TranslationBatch, batch_idx: int) -> torch.Tensor:
+        loss, nll, n = self.batch_loss(batch, 1.0)
+        self.log("val_loss", loss, prog_bar=True, on_epoch=True, batch_size=int(n))
+        self._accumulate("val", nll, n)
+        if self.hparams.val_bleu:
+            hyps = self._search(batch.src, search.greedy_search)
+            detok = self.tgt_tokenizer.detokenize
+            self._bleu_pairs[0].extend(detok(self._strings(h[0].tokens)) for h in hyps)
+            self._bleu_pairs[1].extend(detok(self.tgt_vocab.decode(ids)) for ids in batch.tgt.ids.tolist())
+        return loss
+
+    def _accumulate(self, split: str, nll: torch.Tensor, n: torch.Tensor) -> None:
+        sums = self._epoch_sums.setdefault(split, [torch.zeros((), device=nll.device)] * 2)
+        self._epoch_sums[split] = [sums[0] + nll.detach(), sums[1] + n]
+
+    def _log_perplexity(self, split: str) -> None:
+        sums = self._epoch_sums.pop(split, None)
+        if sums is not None and sums[1] > 0:
+            self.log(f"{split}_ppl", torch.exp(sums[0] / sums[1]).item(), prog_bar=split == "val")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_perplexity("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._epoch_sums.pop("val", None)
+        self._bleu_pairs = ([], [])
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_perplexity("val")
+        hyps, refs = self._bleu_pairs
+        if hyps:
+            self.log("val_bleu", sacrebleu.corpus_bleu(hyps, [refs]).score, prog_bar=True)
+        self._bleu_pairs = ([], [])
+
+    def configure_optimizers(self) -> Any:
+        h = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        # One kernel for all parameters: Adam's step is ~10x faster on CPU.  Not under fp16
+        # AMP, whose gradient clipping cannot unscale for a fused optimizer.
+        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
+        fast = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params) and not precision.startswith("16")
+        if h.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=h.lr, weight_decay=h.weight_decay, fused=fast or None)
+        elif h.optimizer == "rmsprop":
+            opt = torch.optim.RMSprop(params, lr=h.lr, weight_decay=h.weight_decay, momentum=h.momentum, foreach=fast or None)
+        else:
+            opt = torch.optim.SGD(params, lr=h.lr, weight_decay=h.weight_decay, momentum=h.momentum, fused=fast or None)
+        if h.lr_scheduler == "none":
+            return opt
+        if h.lr_scheduler == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, factor=h.lr_gamma, patience=h.lr_patience, min_lr=h.lr_min
+            )
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
+        if h.lr_scheduler == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=h.lr_step_size, gamma=h.lr_gamma)
+        elif h.lr_scheduler == "exponential":
+            scheduler = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=h.lr_gamma)
+        else:
+            epochs = self.trainer.max_epochs if self._trainer is not None and self.trainer.max_epochs else -1
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                opt, T_max=epochs if epochs > 0 else h.lr_step_size, eta_min=h.lr_min
+            )
+        return {"optimizer": opt, "lr_scheduler": scheduler}
+
+    # inference ----------------------------------------------------------------------------
+    def _strings(self, ids: Iterable[int]) -> list[str]:
+        itos = self.tgt_vocab.itos
+        return [itos[i] for i in ids]
+
+    def _token_lists(self, inputs: str | Sequence[str | Sequence[str]], tokenizer: Any) -> list[list[str]]:
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        return [tokenizer.tokenize(x) if isinstance(x, str) else list(x) for x in inputs]
+
+    def _source_batch(self, token_lists: Sequence[Sequence[str]]) -> Padded:
+        ids = [self.src_vocab.encode(tokens, add_eos=True) for tokens in token_lists]
+        return pad(ids, self.src_vocab.pad_index).to(self.device)
+
+    def _search(self, src: Padded, decode: Callable[..., list[list[Hypothesis]]], max_length: int | None = None,
+                **options: Any) -> list[list[Hypothesis]]:
+        """``decode`` (a strategy of :mod:`seqlearn.search`) run on a source batch, in eval
+        mode without gradients.  Hypotheses hold token ids."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                state = self.start(src)
+                return decode(
+                    self.step, state, bos_index=self.tgt_vocab.bos_index, eos_index=self.tgt_vocab.eos_index,
+                    max_length=max_length or default_max_length(int(src.lengths.max())), **options,
+                )
+        finally:
+            self.train(was_training)
+
+    def _decode_inputs(
+        self, inputs: str | Sequence[str | Sequence[str]], batch_size: int, return_attention: bool,
+        run: Callable[[Padded, int], list[list[Hypothesis]]],
+    ) -> list[list[Hypothesis]]:
+        token_lists = self._token_lists(inputs, self.src_tokenizer)
+        longest = max((len(t) + 1 for t in token_lists), default=1)
+        results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, None)] for _ in token_lists]  # empty in, empty out
+        todo = sorted((i for i, t in enumerate(token_lists) if t), key=lambda i: len(token_lists[i]))
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            src = self._source_batch([token_lists[i] for i in chunk])
+            for i, src_len, hyps in zip(chunk, src.lengths.tolist(), run(src, longest)):
+                results[i] = [
+                    Hypothesis(
+                        self._strings(h.tokens),
+                        h.score,
+                        h.attention[:, :src_len].cpu() if return_attention and h.attention is not None else None,
+                    )
+                    for h in hyps
+                ]
+        return results
+
+    def translate(
+        self,
+        inputs: str | Sequence[str | Sequence[str]],
+        beam_size: int = 1,
+        n_best: int = 1,
+        max_length: int | None = None,
+        length_penalty: str | None = None,
+        return_attention: bool = False,
+        *,
+        alpha: float = 1.0,
+        min_length: int = 0,
+        block_ngram_repeat: int = 0,
+        coverage_penalty: float = 0.0,
+        batch_size: int = 64,
+    ) -> list[list[Hypothesis]]:
+        """Translate sentences (strings, tokenized with the model's source tokenizer) or token
+        lists.  Returns, per input, up to ``n_best`` :class:`~seqlearn.search.Hypothesis`
+        objects, best first, their tokens strings (unknown source tokens are read as
+        ``<unk>``; an empty input gives one empty hypothesis with score 0).
+
+        ``beam_size == 1`` without length or coverage penalty or n-gram blocking is greedy
+        search; otherwise beam search (see :func:`seqlearn.search.beam_search` for
+        ``length_penalty`` ``"gnmt"``/``"average"`` with ``alpha`` and the rest).
+        ``max_length`` counts decoding steps, ``</s>`` included (default:
+        :func:`default_max_length` of the longest input).  With ``return_attention`` each
+        hypothesis carries its attention ``(steps, src_len + 1)``: a row per scored step
+        (``</s>`` included), a column per source token and the source's ``</s>``.
+        """
+        if beam_size == 1 and n_best == 1 and length_penalty is None and not block_ngram_repeat and not coverage_penalty:
+            decode, options = search.greedy_search, {}
+        else:
+            options = {"beam_size": beam_size, "n_best": n_best, "length_penalty": length_penalty, "alpha": alpha,
+                       "block_ngram_repeat": block_ngram_repeat, "coverage_penalty": coverage_penalty}
+
+            def decode(step: Any, state: dict[str, torch.Tensor], **common: Any) -> list[list[Hypothesis]]:
+                return search.beam_search(step, state, src_mask=state["mask"], **common)
+
+        return self._decode_inputs(
+            inputs, batch_size, return_attention,
+            lambda src, longest: self._search(
+                src, decode, max_length or default_max_length(longest), min_length=min_length, **options
+            ),
+        )
+
+    def sample(
+        self,
+        inputs: str | Sequence[str | Sequence[str]],
+        num_samples: int = 1,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        max_length: int | None = None,
+        return_attention: bool = False,
+        generator: torch.Generator | None = None,
+        batch_size: int = 64,
+    ) -> list[list[Hypothesis]]:
+        """Sampled translations (see :func:`seqlearn.search.sample`), like :meth:`translate`."""
+        options = {"num_samples": num_samples, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+                   "generator": generator}
+        return self._decode_inputs(
+            inputs, batch_size, return_attention,
+            lambda src, longest: self._search(src, search.sample, max_length or default_max_length(longest), **options),
+        )
+
+    def score(
+        self, sources: Sequence[str | Sequence[str]], targets: Sequence[str | Sequence[str]], batch_size: int = 64
+    ) -> torch.Tensor:
+        """Summed log-probability of each target given its source (``</s>`` included),
+        teacher-forced in eval mode: ``(len(sources),)``."""
+        src_lists = self._token_lists(sources, self.src_tokenizer)
+        tgt_lists = self._token_lists(targets, self.tgt_tokenizer)
+        if len(src_lists) != len(tgt_lists):
+            raise ConfigError(f"score: {len(src_lists)} sources but {len(tgt_lists)} targets")
+        was_training = self.training
+        self.eval()
+        scores = []
+        try:
+            with torch.no_grad():
+                for start in range(0, len(src_lists), batch_size):
+                    src = self._source_batch(src_lists[start : start + batch_size])
+                    tgt = pad(
+                        [self.tgt_vocab.encode(t, add_bos=True, add_eos=True) for t in tgt_lists[start : start + batch_size]],
+                        self.tgt_vocab.pad_index,
+                    ).ids.to(self.device)
+                    log_probs = torch.log_softmax(self(src, tgt[:, :-1]).float(), -1)
+                    gold = tgt[:, 1:]
+                    token_scores = log_probs.gather(-1, gold.unsqueeze(-1)).squeeze(-1)
+                    scores.append(token_scores.masked_fill(gold == self.tgt_vocab.pad_index, 0.0).sum(1).cpu())
+        finally:
+            self.train(was_training)
+        return torch.cat(scores) if scores else torch.zeros(0)
+
+    # fine-tuning ----------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        checkpoint: str | os.PathLike | "Seq2Seq",
+        *,
+        src_vocab: Vocab | dict[str, Any] | None = None,
+        tgt_vocab: Vocab | dict[str, Any] | None = None,
+        extend_src: Iterable[str] = (),
+        extend_tgt: Iterable[str] = (),
+        freeze: Sequence[str] = (),
+        map_location: str | torch.device = "cpu",
+        **overrides: Any,
+    ) -> "Seq2Seq":
+        """A model to fine-tune, from a checkpoint file or a model, in one call.
+
+        The new vocabularies are ``src_vocab``/``tgt_vocab`` (default: the checkpoint's),
+        extended by the tokens ``extend_src``/``extend_tgt``.  Rows of embeddings and output
+        layer whose token (by string) the checkpoint knows are copied bit for bit; the others
+        keep the fresh initialization.  ``freeze`` names parts to keep fixed
+        (``encoder``, ``decoder``, ``embeddings``, ``src_embedding``, ``tgt_embedding``);
+        ``overrides`` replace training hyperparameters (``lr``, ``scheduled_sampling``...).
+        """
+        if isinstance(checkpoint, Seq2Seq):
+            hparams, weights = dict(checkpoint.hparams), checkpoint.state_dict()
+        else:
+            ckpt = torch.load(checkpoint, map_location=map_location, weights_only=True)
+            hparams, weights = dict(ckpt["hyper_parameters"]), ckpt["state_dict"]
+        old = {"src": Vocab.from_dict(hparams["src_vocab"]), "tgt": Vocab.from_dict(hparams["tgt_vocab"])}
+        new = {}
+        for side, given, extra in (("src", src_vocab, extend_src), ("tgt", tgt_vocab, extend_tgt)):
+            vocab = Vocab.from_dict(_as_vocab(given, side).to_dict() if given is not None else hparams[f"{side}_vocab"])
+            vocab.extend(extra)
+            new[side] = vocab
+        hparams.update(overrides, src_vocab=new["src"], tgt_vocab=new["tgt"], freeze=list(freeze))
+        model = cls(**hparams)
+        model._load_remapped(weights, old)
+        return model
+
+    def extend_vocab(self, src_tokens: Iterable[str] = (), tgt_tokens: Iterable[str] = ()) -> tuple[list[str], list[str]]:
+        """Append tokens to the vocabularies in place, growing embeddings and output layer:
+        old rows are kept bit for bit, new rows freshly initialized.  Returns the tokens
+        added on each side.  Build the optimizer (``Trainer.fit``) afterwards."""
+        weights = self.state_dict()
+        old = {"src": Vocab.from_dict(self.src_vocab.to_dict()), "tgt": Vocab.from_dict(self.tgt_vocab.to_dict())}
+        added = self.src_vocab.extend(src_tokens), self.tgt_vocab.extend(tgt_tokens)
+        self.hparams.src_vocab, self.hparams.tgt_vocab = self.src_vocab.to_dict(), self.tgt_vocab.to_dict()
+        h = self.hparams
+        device = self.generator.weight.device
+        self.src_embedding = nn.Embedding(len(self.src_vocab), h.embedding_dim, padding_idx=self.src_vocab.pad_index)
+        self.tgt_embedding = nn.Embedding(len(self.tgt_vocab), h.embedding_dim, padding_idx=self.tgt_vocab.pad_index)
+        self.generator = nn.Linear(self.generator.in_features, len(self.tgt_vocab))
+        self._reset_embeddings()
+        if h.tie_embeddings:
+            self.generator.weight = self.tgt_embedding.weight
+        self.to(device)
+        self._load_remapped(weights, old)
+        self._freeze(h.freeze)
+        return added
+
+    def _load_remapped(self, weights: dict[str, torch.Tensor], old: dict[str, Vocab]) -> None:
+        """Load ``weights`` saved with vocabularies ``old``, mapping vocabulary rows by token string."""
+        rows = {
+            "src_embedding.weight": "src",
+            "tgt_embedding.weight": "tgt",
+            "generator.weight": "tgt",
+            "generator.bias": "tgt",
+        }
+        fresh = self.state_dict()
+        weights = dict(weights)
+        for key, side in rows.items():
+            new_vocab = self.src_vocab if side == "src" else self.tgt_vocab
+            weights[key] = _remap_rows(fresh[key], weights[key], old[side].itos, new_vocab.stoi)
+        self.load_state_dict(weights)
