@@ -24,6 +24,10 @@ tensor of an encoder layer's final state (see :class:`~seqlearn.encoder.RNNEncod
   tgt_len, embedding_dim)`` -> ``(batch, tgt_len, output_size)`` and ``(batch, tgt_len,
   src_len)`` or None; the same numbers as :meth:`step` repeated, possibly computed faster.
 
+Subclasses of :class:`Decoder` get the stacked cells, the bridge, the attention (built from
+``attention`` unless the class sets ``attends = False``; its keys projected into the state by
+:meth:`Decoder.init_state`) and the helpers that step or run the cells.
+
 The recurrent state starts from the encoder's final states through the *bridge*,
 ``tanh(W s + b)`` for each tensor of a cell state (``bridge=False`` copies them; the sizes
 must then agree).  Decoder layer ``i`` of ``n`` starts from encoder layer ``m - n + i`` of
@@ -46,19 +50,26 @@ DecoderState = dict[str, torch.Tensor]
 
 
 class Decoder(nn.Module):
-    """Base class: the stacked cells, the bridge and the layout of the state dict."""
+    """Base class: the stacked cells, the bridge, the attention (for decoders that
+    ``attends``) and the layout of the state dict."""
+
+    #: whether the decoder builds ``attention`` and keeps its projected keys in the state
+    attends = True
 
     def __init__(
         self,
         *,
         rnn_input_size: int,
         hidden_size: int,
+        memory_size: int,
         encoder_state_size: int,
         output_size: int,
         cell: str = "gru",
         num_layers: int = 1,
+        attention: str | None = "bahdanau",
         dropout: float = 0.0,
         cell_options: dict[str, Any] | None = None,
+        attention_options: dict[str, Any] | None = None,
         bridge: bool = True,
     ):
         super().__init__()
@@ -81,6 +92,10 @@ class Decoder(nn.Module):
             )
         else:
             self.bridge = None
+        if self.attends:
+            if attention is None:
+                raise ConfigError(f"the {type(self).__name__} needs an attention")
+            self.attention = registry.attentions.build(attention, hidden_size, memory_size, **(attention_options or {}))
 
     @property
     def cell_provenance(self) -> Any:
@@ -92,6 +107,8 @@ class Decoder(nn.Module):
         n, m = len(self.layers), len(encoder_finals)
         hidden = [self._bridge(encoder_finals[max(0, m - n + i)]) for i in range(n)]
         state = {"memory": memory, "mask": mask, **self._pack(hidden)}
+        if self.attends:
+            state["keys"] = self.attention.project_keys(memory)
         if self.training and self.dropout > 0:
             for i in range(1, n):  # time-locked masks on the inputs of layers above the first
                 keep = memory.new_empty(memory.size(0), self.hidden_size).bernoulli_(1.0 - self.dropout)
@@ -159,9 +176,13 @@ class _ContextDecoder(Decoder):
     ``tanh(W [s_t; c_t; y_{t-1}])`` (Bahdanau et al. 2014, without the maxout);
     subclasses say where ``c_t`` comes from."""
 
-    def __init__(self, *, embedding_dim: int, context_size: int, output_size: int, **kwargs: Any):
-        super().__init__(rnn_input_size=embedding_dim + context_size, output_size=output_size, **kwargs)
-        self.readout = nn.Linear(self.hidden_size + context_size + embedding_dim, output_size)
+    def __init__(self, *, embedding_dim: int, memory_size: int, encoder_state_size: int, **kwargs: Any):
+        context_size = memory_size if self.attends else encoder_state_size
+        super().__init__(
+            rnn_input_size=embedding_dim + context_size, memory_size=memory_size,
+            encoder_state_size=encoder_state_size, **kwargs,
+        )
+        self.readout = nn.Linear(self.hidden_size + context_size + embedding_dim, self.output_size)
 
     def _context(self, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
@@ -186,29 +207,6 @@ class BahdanauDecoder(_ContextDecoder):
     deep output of all steps is one matrix product afterwards.
     """
 
-    def __init__(
-        self,
-        *,
-        embedding_dim: int,
-        hidden_size: int,
-        memory_size: int,
-        encoder_state_size: int,
-        output_size: int,
-        attention: str = "bahdanau",
-        attention_options: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ):
-        super().__init__(
-            embedding_dim=embedding_dim, context_size=memory_size, hidden_size=hidden_size,
-            encoder_state_size=encoder_state_size, output_size=output_size, **kwargs,
-        )
-        self.attention = registry.attentions.build(attention, hidden_size, memory_size, **(attention_options or {}))
-
-    def init_state(self, memory: torch.Tensor, mask: torch.Tensor, encoder_finals: list[State]) -> DecoderState:
-        state = super().init_state(memory, mask, encoder_finals)
-        state["keys"] = self.attention.project_keys(memory)
-        return state
-
     def _context(self, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
         return self.attention(self._top_output(state), state["keys"], state["memory"], state["mask"])
 
@@ -229,22 +227,7 @@ class PlainDecoder(_ContextDecoder):
     output is the only context, fed at every step; the ``attention`` options are ignored.
     Teacher-forced :meth:`forward` runs the cells over the whole target at once."""
 
-    def __init__(
-        self,
-        *,
-        embedding_dim: int,
-        hidden_size: int,
-        memory_size: int,
-        encoder_state_size: int,
-        output_size: int,
-        attention: str | None = None,
-        attention_options: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ):
-        super().__init__(
-            embedding_dim=embedding_dim, context_size=encoder_state_size, hidden_size=hidden_size,
-            encoder_state_size=encoder_state_size, output_size=output_size, **kwargs,
-        )
+    attends = False
 
     def init_state(self, memory: torch.Tensor, mask: torch.Tensor, encoder_finals: list[State]) -> DecoderState:
         state = super().init_state(memory, mask, encoder_finals)
@@ -274,26 +257,21 @@ class LuongDecoder(Decoder):
         self,
         *,
         embedding_dim: int,
-        hidden_size: int,
         memory_size: int,
-        encoder_state_size: int,
         output_size: int,
         attention: str = "luong-general",
-        attention_options: dict[str, Any] | None = None,
         input_feeding: bool = True,
         **kwargs: Any,
     ):
         super().__init__(
-            rnn_input_size=embedding_dim + (output_size if input_feeding else 0), hidden_size=hidden_size,
-            encoder_state_size=encoder_state_size, output_size=output_size, **kwargs,
+            rnn_input_size=embedding_dim + (output_size if input_feeding else 0), memory_size=memory_size,
+            output_size=output_size, attention=attention, **kwargs,
         )
         self.input_feeding = input_feeding
-        self.attention = registry.attentions.build(attention, hidden_size, memory_size, **(attention_options or {}))
-        self.combine = nn.Linear(memory_size + hidden_size, output_size, bias=False)
+        self.combine = nn.Linear(memory_size + self.hidden_size, output_size, bias=False)
 
     def init_state(self, memory: torch.Tensor, mask: torch.Tensor, encoder_finals: list[State]) -> DecoderState:
         state = super().init_state(memory, mask, encoder_finals)
-        state["keys"] = self.attention.project_keys(memory)
         if self.input_feeding:
             state["feed"] = memory.new_zeros(memory.size(0), self.output_size)
         return state

@@ -174,8 +174,8 @@ def test_a_sentence_alone_and_in_a_padded_batch_scores_the_same(decoder, attenti
     alone = model.score(["a"], ["x"])
     batched = model.score(["c e b a d", "a", "b c d e"], ["w x y v z", "x", "w v z y"])
     torch.testing.assert_close(batched[1:2], alone, atol=1e-5, rtol=0)
-    hyp_alone = model.translate(["e a"], beam_size=3)[0][0]
-    hyp_batched = model.translate(["c e b a d", "e a", "b c d e a"], beam_size=3)[1][0]
+    hyp_alone = model.translate(["e a"], beam_size=3, max_length=12)[0][0]
+    hyp_batched = model.translate(["c e b a d", "e a", "b c d e a"], beam_size=3, max_length=12)[1][0]
     assert hyp_alone.tokens == hyp_batched.tokens
     assert hyp_alone.score == pytest.approx(hyp_batched.score, abs=1e-5)
 
