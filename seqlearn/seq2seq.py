@@ -1,9 +1,10 @@
 """The attention encoder-decoder as a Lightning module: train, fine-tune, translate, score.
 
->>> model = Seq2Seq(src_vocab, tgt_vocab, cell="gru", attention="bahdanau", decoder="bahdanau")
->>> pl.Trainer(max_epochs=10, gradient_clip_val=5).fit(model, datamodule)
->>> model.translate(["ein hund läuft"], beam_size=5)[0][0].tokens
-['a', 'dog', 'runs']
+::
+
+    model = Seq2Seq(src_vocab, tgt_vocab, cell="gru", attention="bahdanau", decoder="bahdanau")
+    pl.Trainer(max_epochs=10, gradient_clip_val=5).fit(model, datamodule)
+    model.translate(["ein hund läuft"], beam_size=5)[0][0].tokens   # ['a', 'dog', 'runs']
 
 Sizes: ``hidden_size`` is the decoder's; the encoder has ``encoder_hidden_size`` units per
 direction, by default ``hidden_size // 2`` when bidirectional (so the encoder outputs, the
@@ -26,7 +27,6 @@ from typing import Any, Callable, Iterable, Sequence
 import pytorch_lightning as pl
 import sacrebleu
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import registry, search
@@ -348,7 +348,12 @@ class Seq2Seq(pl.LightningModule):
 
     def _decoder_outputs(self, src: Padded, tgt_in: torch.Tensor, gold_probability: float) -> torch.Tensor:
         """Decoder outputs ``(batch, tgt_len, out)`` when teacher forcing is total, otherwise
-        the logits ``(batch, tgt_len, V)`` of the step loop that feeds predictions back."""
+        the logits ``(batch, tgt_len, V)`` of the step loop that feeds predictions back.
+
+        The step loop calls ``tgt_embedding`` once per step on the tokens it feeds and
+        ``generator`` once per step, so forward hooks on those two modules show what the
+        decoder was fed and what it predicted (the tests check scheduled sampling this way).
+        """
         state = self.start(src)
         if gold_probability >= 1.0:
             outputs, _ = self.decoder(self.dropout(self.tgt_embedding(tgt_in)), state)
