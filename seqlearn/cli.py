@@ -1,10 +1,16 @@
 """The ``seqlearn`` command line.
 
     seqlearn plugins            list every registered component and where it comes from
+    seqlearn fit --config default_task [--trainer.max_epochs 4 ...]
+                                train a Seq2Seq with Lightning's CLI (a config file or the
+                                name of a bundled one: default_task, multi30k_de_en)
+    seqlearn translate --ckpt M.ckpt [--beam-size 5 --n-best 1 ...] < in.txt > out.txt
+                                translate one sentence per line with a trained Seq2Seq
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import registry
@@ -21,16 +27,75 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit(args: argparse.Namespace) -> int:
+    from .seq2seq_cli import fit
+
+    fit(args.lightning_args)
+    return 0
+
+
+def _translate(args: argparse.Namespace) -> int:
+    if not os.path.isfile(args.ckpt):
+        print(f"seqlearn translate: {args.ckpt}: no such checkpoint file", file=sys.stderr)
+        return 2
+    from .seq2seq import Seq2Seq
+    from .seq2seq_cli import translate_lines
+
+    model = Seq2Seq.load_from_checkpoint(args.ckpt, map_location=args.device)
+    translate_lines(
+        model, sys.stdin, sys.stdout, n_best=args.n_best, detokenize=not args.tokens, beam_size=args.beam_size,
+        max_length=args.max_length, min_length=args.min_length, length_penalty=args.length_penalty,
+        alpha=args.alpha, block_ngram_repeat=args.block_ngram_repeat, coverage_penalty=args.coverage_penalty,
+        batch_size=args.batch_size,
+    )
+    return 0
+
+
+def _add_seq2seq_parsers(sub: argparse._SubParsersAction) -> None:
+    # everything after "fit" goes to LightningCLI (its own --help included)
+    p = sub.add_parser("fit", add_help=False, help="train a Seq2Seq with LightningCLI: seqlearn fit --config FILE|NAME "
+                       "[--trainer.* --model.* --data.*]; seqlearn fit --help for all options")
+    p.set_defaults(func=_fit, passes_through=True)
+    p = sub.add_parser(
+        "translate",
+        help="translate stdin (one sentence per line) with a trained Seq2Seq; one translation per line to stdout",
+        description="Read one sentence per line from stdin, tokenize it with the model's source tokenizer, and "
+        "write its translation (detokenized) to stdout, one line per input line. With --n-best N > 1, write "
+        "Moses n-best lines 'index ||| translation ||| score' instead.",
+    )
+    p.add_argument("--ckpt", required=True, help="Seq2Seq checkpoint (.ckpt) written by Lightning")
+    p.add_argument("--beam-size", type=int, default=5, help="beam width; 1 is greedy search (default 5)")
+    p.add_argument("--n-best", type=int, default=1, help="hypotheses per sentence, at most the beam size (default 1)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="decoding steps, </s> included (default: twice the longest source of the batch + 10)")
+    p.add_argument("--min-length", type=int, default=0, help="tokens before </s> is allowed (default 0)")
+    p.add_argument("--length-penalty", choices=["gnmt", "average"], default=None,
+                   help="divide scores by ((5+|y|)/6)^alpha (gnmt) or |y|^alpha (average); default none")
+    p.add_argument("--alpha", type=float, default=1.0, help="exponent of the length penalty (default 1.0)")
+    p.add_argument("--block-ngram-repeat", type=int, default=0, help="forbid repeating n-grams of this size (default off)")
+    p.add_argument("--coverage-penalty", type=float, default=0.0, help="GNMT coverage penalty beta (default off)")
+    p.add_argument("--batch-size", type=int, default=64, help="sentences decoded at once (default 64)")
+    p.add_argument("--tokens", action="store_true", help="write tokens joined by spaces instead of detokenized text")
+    p.add_argument("--device", default="cpu", help="torch device to run on (default cpu)")
+    p.set_defaults(func=_translate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqlearn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plugins", help="list registered cells, attentions, decoders and tokenizers with their origin")
     p.set_defaults(func=_plugins)
+    _add_seq2seq_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "passes_through", False):
+        args.lightning_args = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return args.func(args)
 
 

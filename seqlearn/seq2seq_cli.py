@@ -1,0 +1,88 @@
+"""Command-line front ends of :class:`~seqlearn.seq2seq.Seq2Seq`: ``seqlearn fit`` and ``seqlearn translate``.
+
+``seqlearn fit`` is Lightning's :class:`~pytorch_lightning.cli.LightningCLI` over
+``Seq2Seq`` and ``TranslationDataModule``; the vocabularies and tokenizer names the data
+module builds are handed to the model, so a config never spells out a vocabulary.
+``seqlearn translate`` streams stdin through a checkpoint, a line in, a translation out.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterable, TextIO
+
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from .datamodules import TranslationDataModule
+from .seq2seq import Seq2Seq
+from .vocab import Vocab
+
+__all__ = ["Seq2SeqCLI", "fit", "bundled_configs", "translate_lines"]
+
+
+def bundled_configs() -> dict[str, Path]:
+    """The example configs shipped in ``seqlearn/configs``, by name without ``.yaml``."""
+    folder = resources.files("seqlearn") / "configs"
+    return {Path(f.name).stem: Path(str(f)) for f in folder.iterdir() if f.name.endswith(".yaml")}
+
+
+def _vocabularies(data: TranslationDataModule) -> tuple[Vocab, Vocab]:
+    # the data module builds its vocabularies from the training split on setup; Lightning
+    # calling setup again later costs nothing
+    data.setup("fit")
+    return data.src_vocab, data.tgt_vocab
+
+
+class Seq2SeqCLI(LightningCLI):
+    """LightningCLI for Seq2Seq on a TranslationDataModule: the model gets the data
+    module's vocabularies (built from its training split) and tokenizer names."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data", "model.src_vocab", compute_fn=lambda d: _vocabularies(d)[0],
+                              apply_on="instantiate")
+        parser.link_arguments("data", "model.tgt_vocab", compute_fn=lambda d: _vocabularies(d)[1],
+                              apply_on="instantiate")
+        parser.link_arguments("data.src_tokenizer", "model.src_tokenizer")
+        parser.link_arguments("data.tgt_tokenizer", "model.tgt_tokenizer")
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        # LightningCLI saves the init arguments as given, here Vocab objects; checkpoints
+        # keep plain dicts so that they load with torch.load(weights_only=True)
+        self.model.hparams.update(src_vocab=self.model.src_vocab.to_dict(), tgt_vocab=self.model.tgt_vocab.to_dict())
+
+
+def fit(args: list[str]) -> None:
+    """``seqlearn fit ARGS``: LightningCLI's ``fit`` with ``ARGS`` (``--config``, ``--trainer.*``,
+    ``--model.*``, ``--data.*``).  ``--config NAME`` also accepts the name of a bundled config
+    (``default_task``, ``multi30k_de_en``)."""
+    configs = bundled_configs()
+    args = list(args)
+    for i, arg in enumerate(args[:-1]):
+        if arg in ("--config", "-c") and not Path(args[i + 1]).exists() and args[i + 1] in configs:
+            args[i + 1] = str(configs[args[i + 1]])
+    Seq2SeqCLI(Seq2Seq, TranslationDataModule, args=["fit", *args], save_config_kwargs={"overwrite": True})
+
+
+def translate_lines(model: Seq2Seq, lines: Iterable[str], out: TextIO, *, n_best: int = 1, detokenize: bool = True,
+                    chunk: int = 1000, **options: Any) -> int:
+    """Translate one sentence per line of ``lines`` and write to ``out``; returns the number of lines.
+
+    ``n_best == 1``: one line per input line (an empty line for an empty input).
+    ``n_best > 1``: Moses n-best lines ``index ||| translation ||| score`` (0-based index).
+    Lines are read ``chunk`` at a time, so arbitrarily long inputs stream.  ``options``
+    go to :meth:`Seq2Seq.translate` (``beam_size``, ``max_length``, ``length_penalty``...).
+    """
+    join = model.tgt_tokenizer.detokenize if detokenize else " ".join
+    lines = iter(lines)
+    done = 0
+    while block := [line.rstrip("\r\n") for line in islice(lines, chunk)]:
+        for i, hyps in enumerate(model.translate(block, n_best=n_best, **options), start=done):
+            if n_best == 1:
+                out.write(join(hyps[0].tokens) + "\n")
+            else:
+                out.writelines(f"{i} ||| {join(h.tokens)} ||| {h.score:.6f}\n" for h in hyps)
+        done += len(block)
+    out.flush()
+    return done
