@@ -1,6 +1,9 @@
 """The ``seqlearn`` command line.
 
     seqlearn plugins            list every registered component and where it comes from
+    seqlearn tag --ckpt T.ckpt < in.txt > out.conll
+                                tag one sentence per line with a trained Tagger; writes
+                                token<TAB>tag lines, a blank line after each sentence
     seqlearn fit --config default_task [--trainer.max_epochs 4 ...]
                                 train a Seq2Seq with Lightning's CLI (a config file or the
                                 name of a bundled one: default_task, multi30k_de_en)
@@ -80,11 +83,34 @@ def _add_seq2seq_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_translate)
 
 
+def _tag(args: argparse.Namespace) -> int:
+    from .tagger import Tagger, tag_lines
+
+    if not os.path.isfile(args.ckpt):
+        print(f"seqlearn tag: {args.ckpt}: no such checkpoint file", file=sys.stderr)
+        return 2
+    tagger = Tagger.load_from_checkpoint(args.ckpt, map_location=args.device)
+    tag_lines(tagger, sys.stdin, sys.stdout, batch_size=args.batch_size, confidence=args.confidence)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqlearn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plugins", help="list registered cells, attentions, decoders and tokenizers with their origin")
     p.set_defaults(func=_plugins)
+    p = sub.add_parser(
+        "tag",
+        help="tag stdin (one sentence per line) with a trained Tagger; CoNLL-style token<TAB>tag lines to stdout",
+        description="Read one sentence per line from stdin, split it with the tagger's tokenizer, and write one "
+        "token<TAB>tag line per token to stdout with a blank line after each sentence (an empty input line "
+        "gives an empty sentence: just the blank line).",
+    )
+    p.add_argument("--ckpt", required=True, help="Tagger checkpoint (.ckpt) written by Lightning")
+    p.add_argument("--batch-size", type=int, default=64, help="sentences tagged at once (default 64)")
+    p.add_argument("--confidence", action="store_true", help="add a third column: the probability of the tag")
+    p.add_argument("--device", default="cpu", help="torch device to run on (default cpu)")
+    p.set_defaults(func=_tag)
     _add_seq2seq_parsers(sub)
     return parser
 

@@ -1,0 +1,77 @@
+"""``seqlearn fit`` for taggers: LightningCLI over :class:`~seqlearn.tagger.Tagger` and
+:class:`~seqlearn.datamodules.TaggingDataModule`.
+
+``seqlearn fit --config X`` trains a tagger when the config names the model class::
+
+    model:
+      class_path: seqlearn.Tagger
+      init_args: {hidden_size: 200, head: crf}
+    data: {train: train.txt, valid: dev.txt, scheme: BIO}
+
+and a :class:`~seqlearn.seq2seq.Seq2Seq` otherwise (see :mod:`seqlearn.seq2seq_cli`).
+The vocabularies, tag scheme and lowercasing come from the data module (built from its
+training split), so a config never spells them out.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from .datamodules import TaggingDataModule
+from .errors import ConfigError
+from .seq2seq_cli import bundled_configs
+from .tagger import Tagger, datamodule_arguments
+
+__all__ = ["TaggerCLI", "fit", "is_tagger_config"]
+
+# Tagger arguments that the data module determines
+_LINKED = ("word_vocab", "tag_vocab", "char_vocab", "scheme", "lowercase")
+
+
+class TaggerCLI(LightningCLI):
+    """LightningCLI for a Tagger (``model.class_path``) on a TaggingDataModule; the model
+    gets the data module's vocabularies, tag scheme and lowercasing."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for key in _LINKED:
+            parser.link_arguments("data", f"model.init_args.{key}", compute_fn=lambda d, key=key: datamodule_arguments(d)[key],
+                                  apply_on="instantiate")  # fmt: skip
+
+
+def _resolve(args: list[str]) -> list[str]:
+    """``args`` with ``--config NAME`` of a bundled config replaced by its path."""
+    configs = bundled_configs()
+    args = list(args)
+    for i, arg in enumerate(args[:-1]):
+        if arg in ("--config", "-c") and not Path(args[i + 1]).exists() and args[i + 1] in configs:
+            args[i + 1] = str(configs[args[i + 1]])
+    return args
+
+
+def _model_class_path(config: str) -> Any:
+    try:
+        with open(config, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{config}: cannot read the config ({exc})") from exc
+    model = data.get("model") if isinstance(data, dict) else None
+    return model.get("class_path") if isinstance(model, dict) else None
+
+
+def is_tagger_config(args: list[str]) -> bool:
+    """Whether a ``--config`` among ``args`` (a path or a bundled name) sets
+    ``model.class_path`` to the Tagger (``seqlearn.Tagger`` or ``seqlearn.tagger.Tagger``)."""
+    args = _resolve(args)
+    configs = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg in ("--config", "-c")]
+    return any(_model_class_path(c) in ("seqlearn.Tagger", "seqlearn.tagger.Tagger", "Tagger") for c in configs)
+
+
+def fit(args: list[str]) -> None:
+    """``seqlearn fit ARGS`` for a tagger config: LightningCLI's ``fit`` with ``--config``
+    (a path, or the name of a bundled config: ``conll2003_ner``, ``ud_ewt_upos``),
+    ``--trainer.*``, ``--model.init_args.*``, ``--data.*``."""
+    TaggerCLI(Tagger, TaggingDataModule, subclass_mode_model=True, args=["fit", *_resolve(args)],
+              save_config_kwargs={"overwrite": True})  # fmt: skip
