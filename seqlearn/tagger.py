@@ -141,7 +141,8 @@ class Tagger(pl.LightningModule):
     coverage is logged and kept in :attr:`embeddings_coverage`); ``char_features`` one of
     ``"cnn"``, ``"bilstm"`` or None, ``char_dim``-wide character embeddings to
     ``char_out_dim`` features per word; an encoder of ``num_layers`` bidirectional layers
-    of ``cell`` with ``hidden_size`` units per direction; ``dropout`` on the encoder's
+    of the registered ``cell`` (built with ``cell_options``) with ``hidden_size`` units per
+    direction; ``dropout`` on the encoder's
     input and output (and between its layers); ``word_dropout``: the probability that a
     training word is replaced by ``<unk>``, so the model learns to tag unknown words
     from their characters and context; ``head`` ``"crf"`` or ``"softmax"``;
@@ -168,6 +169,7 @@ class Tagger(pl.LightningModule):
         char_dim: int = 30,
         char_out_dim: int = 50,
         cell: str = "lstm",
+        cell_options: dict[str, Any] | None = None,
         hidden_size: int = 200,
         num_layers: int = 1,
         dropout: float = 0.5,
@@ -210,7 +212,8 @@ class Tagger(pl.LightningModule):
             )
         input_size = word_dim + (char_out_dim if self.char_encoder is not None else 0)
         self.dropout = nn.Dropout(dropout)
-        self.encoder = RNNEncoder(input_size, hidden_size, cell=cell, num_layers=num_layers, bidirectional=True, dropout=dropout)
+        self.encoder = RNNEncoder(input_size, hidden_size, cell=cell, num_layers=num_layers, bidirectional=True,
+                                  dropout=dropout, cell_options=cell_options)  # fmt: skip
         self.emission = nn.Linear(self.encoder.output_size, len(self.tag_names))
         self.crf = None
         if head == "crf":

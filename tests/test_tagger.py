@@ -12,7 +12,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from seqlearn import cli, tag_schemes
+from seqlearn import cli, registry, tag_schemes
+from seqlearn.cells import Cell
 from seqlearn.datamodules import TaggingDataModule
 from seqlearn.errors import ConfigError
 from seqlearn.readers import read_conll
@@ -321,3 +322,43 @@ def test_bundled_configs_parse_and_run_on_the_real_data(shared_data, tmp_path, n
     args = ["fit", "--config", name, "--data.data_dir", str(shared_data / folder), "--data.limit", "8",
             "--data.valid", train, "--trainer.fast_dev_run", "1", "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
     assert cli.main(args) == 0
+
+
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_predict_encodes_words_and_chars_as_training_batches_do(sample_path, lowercase):
+    dm = TaggingDataModule(sample_path, scheme="BIO", lowercase=lowercase, max_sentences=2, shuffle=False)
+    tagger = Tagger.from_datamodule(dm, **SMALL)
+    assert tagger.hparams.lowercase is lowercase
+    sentences = read_conll(sample_path)
+    for batch in dm.train_dataloader():
+        words, chars = tagger.encode([sentences[i].tokens for i in batch.index.tolist()])
+        assert torch.equal(words.ids, batch.words.ids) and torch.equal(words.lengths, batch.words.lengths)
+        assert torch.equal(chars.ids, batch.chars.ids) and torch.equal(chars.lengths, batch.chars.lengths)
+    assert ("european" in tagger.word_vocab) is lowercase
+
+
+@registry.cells.register("test-tagger-mgu")
+class _MGUCell(Cell):
+    """A minimal gated unit, registered like a plugin cell (no fused kernel)."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
+        super().__init__(input_size, hidden_size)
+        self.f = torch.nn.Linear(input_size + hidden_size, hidden_size, bias=bias)
+        self.n = torch.nn.Linear(input_size + hidden_size, hidden_size, bias=bias)
+
+    def forward(self, x, h):
+        f = torch.sigmoid(self.f(torch.cat([x, h], -1)))
+        h = (1 - f) * h + f * torch.tanh(self.n(torch.cat([x, f * h], -1)))
+        return h, h
+
+
+def test_any_registered_cell_drives_the_encoder(sample_path, tmp_path):
+    torch.manual_seed(2)
+    dm = TaggingDataModule(sample_path, sample_path, scheme="BIO")
+    tagger = Tagger.from_datamodule(dm, cell="test-tagger-mgu", cell_options={"bias": False}, **SMALL)
+    cells = tagger.encoder.layers[0].cells
+    assert [type(c) for c in cells] == [_MGUCell, _MGUCell] and cells[0].f.bias is None
+    backward_weight = cells[1].n.weight.detach().clone()
+    trainer = _fit(tagger, dm, tmp_path, epochs=25)
+    assert trainer.callback_metrics["val_f1"] > 0.5  # it learns through the plugin cell
+    assert not torch.equal(cells[1].n.weight, backward_weight)
