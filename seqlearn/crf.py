@@ -66,15 +66,16 @@ def _check_mask(emissions: Tensor, mask: Tensor | None) -> Tensor:
     return mask
 
 
-# -- log-partition with a hand-written backward ------------------------------------------
+# -- log Z and the negative log-likelihood, with a hand-written backward ---------------------
 
 
-def _time_major(emissions: Tensor) -> Tensor:
-    """A contiguous float64 copy ``(time, batch, K)`` (always a copy: callers work in place);
-    per-step slices of it are contiguous."""
+def _work_copies(emissions: Tensor, mask: Tensor, *potentials: Tensor) -> tuple[Tensor, ...]:
+    """Time-major float64 emissions with 0 at padding (a copy: the recursions work in place;
+    per-step slices of it are contiguous), and float64 potentials."""
     batch, time, num_tags = emissions.shape
-    out = torch.empty(time, batch, num_tags, dtype=_WORK_DTYPE, device=emissions.device)
-    return out.copy_(emissions.detach().transpose(0, 1))
+    em = torch.empty(time, batch, num_tags, dtype=_WORK_DTYPE, device=emissions.device)
+    em.copy_(emissions.detach().transpose(0, 1)).masked_fill_(~mask.t().unsqueeze(-1), 0.0)
+    return (em, *(p.detach().to(_WORK_DTYPE) for p in potentials))
 
 
 def _batch_major(x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -101,16 +102,16 @@ class _Lattice:
     log_z: Tensor  # (batch,)
 
 
-def _scaled_forward(emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor) -> _Lattice:
-    em = _time_major(emissions)
+def _scaled_forward(em: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor) -> _Lattice:
+    """The forward recursion on ``em``, a time-major float64 copy of the emissions with 0 at
+    padding, which it overwrites; the potentials are float64."""
     mask_t = mask.t()
-    em.masked_fill_(~mask_t.unsqueeze(-1), 0.0)
     time, batch, _ = em.shape
     # per-row shifts keep every exp() in range; they are added back to log Z at the end
     em_max = em.amax(-1, keepdim=True)
     f = em.sub_(em_max).exp_()
-    shifts = [p.detach().to(_WORK_DTYPE).amax() for p in (start, trans, end)]
-    s, E, e = (torch.exp(p.detach().to(_WORK_DTYPE) - c) for p, c in zip((start, trans, end), shifts))
+    shifts = [p.amax() for p in (start, trans, end)]
+    s, E, e = (torch.exp(p - c) for p, c in zip((start, trans, end), shifts))
 
     alpha = torch.empty_like(f)
     z = torch.empty(time, batch, 1, dtype=_WORK_DTYPE, device=f.device)
@@ -158,56 +159,87 @@ def _scaled_backward(lat: _Lattice, weight: Tensor) -> tuple[Tensor, Tensor]:
     return beta.mul_(lat.alpha).masked_fill_(~lat.mask.unsqueeze(-1), 0.0), g
 
 
-class _LogPartition(torch.autograd.Function):
+class _Gold(NamedTuple):
+    """Gold paths, time-major: tags ``(time, batch)`` (0 at padding) and each one's last tag."""
+
+    tags: Tensor
+    last: Tensor
+
+
+class _NegLogLikelihood(torch.autograd.Function):
+    """log Z - score(gold) per sequence, or log Z alone when there are no gold tags.
+
+    The backward is the classic identity: d/d(score of a part) = marginal - gold count, so
+    the emissions get ``gamma - one_hot(gold)`` and the transitions the summed pairwise
+    marginals minus the gold transition counts.
+    """
+
     @staticmethod
-    def forward(ctx, emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor) -> Tensor:
-        lat = _scaled_forward(emissions, mask, start, trans, end)
-        ctx.lattice = lat
+    def forward(ctx, emissions, tags, mask, start, trans, end):
+        em, start64, trans64, end64 = _work_copies(emissions, mask, start, trans, end)
+        gold = None
+        if tags is not None:
+            gold_t = tags.masked_fill(~mask, 0).t()
+            gold = _Gold(gold_t, gold_t.gather(0, (mask.sum(1) - 1).unsqueeze(0)).squeeze(0))
+            steps = em.gather(2, gold_t.unsqueeze(-1)).sum((0, 2))  # padding holds 0
+            moves = trans64[gold_t[:-1], gold_t[1:]].masked_fill_(~mask.t()[1:], 0.0).sum(0)
+            gold_score = steps + moves + start64[gold_t[0]] + end64[gold.last]
+        lat = _scaled_forward(em, mask, start64, trans64, end64)
+        ctx.lattice, ctx.gold = lat, gold
         ctx.dtypes = (emissions.dtype, start.dtype, trans.dtype, end.dtype)
-        return lat.log_z.to(emissions.dtype)
+        nll = lat.log_z if gold is None else lat.log_z - gold_score
+        return nll.to(emissions.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        lat: _Lattice = ctx.lattice
-        # gamma and g come weighted by d loss / d log Z of each sequence
-        gamma, g = _scaled_backward(lat, grad.to(_WORK_DTYPE))
+        lat, gold = ctx.lattice, ctx.gold
+        w = grad.to(_WORK_DTYPE)  # d loss / d nll of each sequence
+        gamma, g = _scaled_backward(lat, w)  # weighted by w
+        num_tags = lat.E.shape[0]
+        batch_idx = torch.arange(gamma.shape[1], device=gamma.device)
+        if gold is not None:  # subtract the gold path's (weighted) counts
+            w_steps = (w * lat.mask).unsqueeze(-1)  # (time, batch, 1)
+            gamma.scatter_add_(2, gold.tags.unsqueeze(-1), -w_steps)
         d_em = d_start = d_trans = d_end = None
         if ctx.needs_input_grad[0]:
             d_em = _batch_major(gamma, ctx.dtypes[0])
-        if ctx.needs_input_grad[2]:
-            d_start = gamma[0].sum(0).to(ctx.dtypes[1])
         if ctx.needs_input_grad[3]:
-            num_tags = lat.E.shape[0]
-            pair = lat.alpha[:-1].reshape(-1, num_tags).t() @ g[1:].reshape(-1, num_tags)
-            d_trans = (lat.E * pair).to(ctx.dtypes[2])
+            d_start = gamma[0].sum(0).to(ctx.dtypes[1])
         if ctx.needs_input_grad[4]:
-            d_end = gamma[lat.last, torch.arange(gamma.shape[1], device=gamma.device)].sum(0).to(ctx.dtypes[3])
-        return d_em, None, d_start, d_trans, d_end
+            pair = lat.alpha[:-1].reshape(-1, num_tags).t() @ g[1:].reshape(-1, num_tags)
+            d_trans = lat.E * pair
+            if gold is not None:
+                moves = gold.tags[:-1] * num_tags + gold.tags[1:]
+                d_trans.view(-1).index_add_(0, moves.flatten(), -w_steps[1:].flatten())
+            d_trans = d_trans.to(ctx.dtypes[2])
+        if ctx.needs_input_grad[5]:
+            # gamma at each last position already has the gold one-hot taken off
+            d_end = gamma[lat.last, batch_idx].sum(0).to(ctx.dtypes[3])
+        return d_em, None, None, d_start, d_trans, d_end
 
 
 def log_partition(emissions: Tensor, mask: Tensor, start: Tensor, transitions: Tensor, end: Tensor) -> Tensor:
     """log Z of each sequence, ``(batch,)``, differentiable (first order) in all tensors but
     the mask.  ``mask`` must already be a valid bool prefix mask.  Forbidden transitions
     are ``-inf`` entries in the potentials."""
-    return _LogPartition.apply(emissions, mask, start, transitions, end)
+    return _NegLogLikelihood.apply(emissions, None, mask, start, transitions, end)
+
+
+def neg_log_likelihood(emissions: Tensor, tags: Tensor, mask: Tensor, start: Tensor, transitions: Tensor,
+                       end: Tensor) -> Tensor:
+    """``log Z - score(tags)`` of each sequence, ``(batch,)``, differentiable (first order) in
+    the emissions and potentials; tags at padded positions are ignored.  The gold paths
+    must have finite scores (no forbidden transition)."""
+    return _NegLogLikelihood.apply(emissions, tags, mask, start, transitions, end)
 
 
 def marginals(emissions: Tensor, mask: Tensor, start: Tensor, transitions: Tensor, end: Tensor) -> Tensor:
     """P(tag k at position t) ``(batch, time, K)``, 0 at padding; not differentiable."""
-    lat = _scaled_forward(emissions, mask, start, transitions, end)
+    em, start, transitions, end = _work_copies(emissions, mask, start, transitions, end)
+    lat = _scaled_forward(em, mask, start, transitions, end)
     gamma, _ = _scaled_backward(lat, torch.ones_like(lat.z_end))
     return _batch_major(gamma, emissions.dtype)
-
-
-def path_score(emissions: Tensor, tags: Tensor, mask: Tensor, start: Tensor, transitions: Tensor,
-               end: Tensor) -> Tensor:
-    """Unnormalized score of the given tag paths, ``(batch,)``; differentiable."""
-    tags = tags.masked_fill(~mask, 0)
-    emitted = emissions.gather(2, tags.unsqueeze(-1)).squeeze(-1).masked_fill(~mask, 0.0).sum(1)
-    moved = transitions[tags[:, :-1], tags[:, 1:]].masked_fill(~mask[:, 1:], 0.0).sum(1)
-    last = tags.gather(1, (mask.sum(1, keepdim=True) - 1)).squeeze(1)
-    return emitted + moved + start[tags[:, 0]] + end[last]
 
 
 # -- Viterbi ------------------------------------------------------------------------------
@@ -228,11 +260,12 @@ def viterbi(emissions: Tensor, mask: Tensor, start: Tensor, transitions: Tensor,
     k = top_k
     # float64: sums of float32 scores without rounding trouble, and on CPU its small
     # max-reductions are several times faster than float32's
-    em = _time_major(emissions).unsqueeze(-1)  # (time, batch, K, 1)
-    trans_t = transitions.detach().to(_WORK_DTYPE).t().contiguous()  # [to, from]
+    em, start, transitions, end = _work_copies(emissions, mask, start, transitions, end)
+    em = em.unsqueeze(-1)  # (time, batch, K, 1)
+    trans_t = transitions.t().contiguous()  # [to, from]
     scores = torch.empty(time, batch, num_tags, k, dtype=em.dtype, device=em.device)
     scores[0, :, :, 1:] = float("-inf")
-    scores[0, :, :, 0] = start.detach() + em[0, :, :, 0]
+    scores[0, :, :, 0] = start + em[0, :, :, 0]
     # candidates (batch, K_to, K_from * k): each kept path extended by each next tag
     cand = torch.empty(batch, num_tags, num_tags, k, dtype=em.dtype, device=em.device)
     flat_cand = cand.view(batch, num_tags, num_tags * k)
@@ -250,7 +283,7 @@ def viterbi(emissions: Tensor, mask: Tensor, start: Tensor, transitions: Tensor,
         step_scores[t].add_(step_em[t])
 
     last = mask.sum(1) - 1
-    final = scores[last, torch.arange(batch, device=em.device)] + end.detach().to(_WORK_DTYPE).view(1, num_tags, 1)
+    final = scores[last, torch.arange(batch, device=em.device)] + end.view(1, num_tags, 1)
     best, state = final.view(batch, num_tags * k).topk(k, dim=1)  # flat states tag * k + rank, (batch, k)
     step_mask = mask.t().unsqueeze(-1).unbind(0)
     # k == 1 kept no backpointers: the backtrace redoes the max for the one tag it is at
@@ -381,8 +414,7 @@ class CRF(nn.Module):
         constrained = self.constrain_training and self.scheme is not None
         if constrained:
             self._check_gold(tags, mask)
-        start, trans, end = self.potentials(constrained)
-        nll = log_partition(emissions, mask, start, trans, end) - path_score(emissions, tags, mask, start, trans, end)
+        nll = neg_log_likelihood(emissions, tags, mask, *self.potentials(constrained))
         if reduction == "none":
             return nll
         return nll.sum() if reduction == "sum" else nll.mean()

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqlearn import CRF
-from seqlearn.crf import log_partition
+from seqlearn.crf import log_partition, neg_log_likelihood
 from seqlearn.errors import ConfigError, DataError
 from seqlearn.tag_schemes import find_violation
 
@@ -70,12 +70,14 @@ def test_nll_and_gradients_match_pytorch_crf(reduction):
                                    rtol=1e-9, atol=1e-10, msg=name)
 
 
-def test_float32_matches_pytorch_crf_in_float64_on_long_sentences():
-    """float32 emissions of size ~10, T=100, K=17: the scaled recursion stays accurate."""
+@pytest.mark.parametrize("scale", [10.0, 200.0])
+def test_float32_matches_pytorch_crf_in_float64_on_long_sentences(scale):
+    """float32 emissions of size ~10 (and absurd ~200), T=100, K=17: the scaled recursion
+    stays accurate."""
     ours, _ = twin(17, dtype=torch.float32, spread=2.0)
     _, theirs64 = twin(17, dtype=torch.float64, spread=2.0)
     theirs64.load_state_dict({k: v.double() for k, v in ours.state_dict().items()})
-    emissions, tags, mask = random_case(8, 100, 17, dtype=torch.float32, scale=10.0, seed=3)
+    emissions, tags, mask = random_case(8, 100, 17, dtype=torch.float32, scale=scale, seed=3)
     nll = ours(emissions, tags, mask, reduction="none")
     expected = -theirs64(emissions.double(), tags, mask, reduction="none")
     torch.testing.assert_close(nll.double(), expected, rtol=1e-5, atol=0.0)
@@ -166,13 +168,16 @@ def test_top_k_viterbi_equals_brute_force_ranking(time, num_tags, k):
         assert (result.tags[b, :, n:] == -1).all() and (result.tags[b, found:] == -1).all()
 
 
-def test_log_partition_gradcheck():
+def test_gradcheck():
     """The hand-written backward against finite differences (float64)."""
     torch.manual_seed(0)
     emissions = torch.randn(3, 4, 3, dtype=torch.float64, requires_grad=True)
     mask = torch.arange(4) < torch.tensor([[4], [2], [1]])
+    tags = torch.randint(3, (3, 4))
     params = [torch.randn(*shape, dtype=torch.float64, requires_grad=True) for shape in [(3,), (3, 3), (3,)]]
     assert torch.autograd.gradcheck(lambda e, s, t, n: log_partition(e, mask, s, t, n), (emissions, *params))
+    assert torch.autograd.gradcheck(lambda e, s, t, n: neg_log_likelihood(e, tags, mask, s, t, n),
+                                    (emissions, *params))
 
 
 # -- constraints ---------------------------------------------------------------------------
