@@ -266,6 +266,8 @@ class Seq2Seq(pl.LightningModule):
         if tie_embeddings:
             self.generator.weight = self.tgt_embedding.weight
         self._freeze(freeze)
+        #: provenance recorded in the checkpoint this model was loaded from (None otherwise)
+        self.checkpoint_provenance: dict[str, Any] | None = None
         self._epoch_sums: dict[str, list[torch.Tensor]] = {}
         self._bleu_pairs: tuple[list[str], list[str]] = ([], [])
 
@@ -318,7 +320,6 @@ class Seq2Seq(pl.LightningModule):
         checkpoint["seqlearn"] = {"version": __version__, "provenance": self.provenance()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        #: the provenance recorded when the checkpoint was saved (None for foreign checkpoints)
         self.checkpoint_provenance = checkpoint.get("seqlearn", {}).get("provenance")
 
     # the model ------------------------------------------------------------------------
