@@ -7,6 +7,9 @@
     seqlearn fit --config default_task [--trainer.max_epochs 4 ...]
                                 train a Seq2Seq with Lightning's CLI (a config file or the
                                 name of a bundled one: default_task, multi30k_de_en)
+    seqlearn fit --config conll2003_ner --data.data_dir ../shared/data/conll2003
+                                train a Tagger (configs whose model.class_path is seqlearn.Tagger;
+                                bundled: conll2003_ner, ud_ewt_upos)
     seqlearn translate --ckpt M.ckpt [--beam-size 5 --n-best 1 ...] < in.txt > out.txt
                                 translate one sentence per line with a trained Seq2Seq
 """
@@ -31,8 +34,13 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from .seq2seq_cli import fit
+    # a config whose model.class_path names the Tagger trains a tagger, any other a Seq2Seq
+    from .tagger_cli import is_tagger_config
 
+    if is_tagger_config(args.lightning_args):
+        from .tagger_cli import fit
+    else:
+        from .seq2seq_cli import fit
     fit(args.lightning_args)
     return 0
 
@@ -56,8 +64,9 @@ def _translate(args: argparse.Namespace) -> int:
 
 def _add_seq2seq_parsers(sub: argparse._SubParsersAction) -> None:
     # everything after "fit" goes to LightningCLI (its own --help included)
-    p = sub.add_parser("fit", add_help=False, help="train a Seq2Seq with LightningCLI: seqlearn fit --config FILE|NAME "
-                       "[--trainer.* --model.* --data.*]; seqlearn fit --help for all options")
+    p = sub.add_parser("fit", add_help=False, help="train a Seq2Seq, or a Tagger when the config's model.class_path is "
+                       "seqlearn.Tagger, with LightningCLI: seqlearn fit --config FILE|NAME [--trainer.* --model.* "
+                       "--data.*]; seqlearn fit --config FILE|NAME --help for all options")
     p.set_defaults(func=_fit, passes_through=True)
     p = sub.add_parser(
         "translate",
