@@ -21,7 +21,6 @@ import yaml
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from .datamodules import TaggingDataModule
-from .errors import ConfigError
 from .seq2seq_cli import bundled_configs
 from .tagger import Tagger, datamodule_arguments
 
@@ -52,11 +51,13 @@ def _resolve(args: list[str]) -> list[str]:
 
 
 def _model_class_path(config: str) -> Any:
+    """``model.class_path`` of a config file; None when it has none or cannot be read
+    (LightningCLI then reports the problem in its own words)."""
     try:
         with open(config, encoding="utf-8") as f:
             data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{config}: cannot read the config ({exc})") from exc
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
     model = data.get("model") if isinstance(data, dict) else None
     return model.get("class_path") if isinstance(model, dict) else None
 
