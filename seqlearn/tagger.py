@@ -9,7 +9,7 @@ Architecture (Lample et al. 2016; Ma & Hovy 2016)::
 >>> tagger = Tagger.from_datamodule(dm, head="crf")                 # doctest: +SKIP
 >>> pl.Trainer(max_epochs=30, gradient_clip_val=5.0).fit(tagger, dm)  # doctest: +SKIP
 >>> tagger.predict(["EU rejects German call to boycott British lamb ."])[0].spans  # doctest: +SKIP
-[Span(type='ORG', start=0, end=1, text='EU'), Span(type='MISC', start=2, end=3, text='German'), ...]
+[TextSpan(type='ORG', start=0, end=1, text='EU'), TextSpan(type='MISC', start=2, end=3, text='German'), ...]
 
 Tags: the tag vocabulary's specials (``<pad>``) are never scored; the model scores the
 ``K`` real tags.  ``scheme`` names the chunk scheme of the tags (``"BIO"``, ``"IOB1"``,
@@ -52,7 +52,7 @@ from .errors import ConfigError
 from .tokenizers import get_tokenizer
 from .vocab import Vocab
 
-__all__ = ["Tagger", "TaggedText", "Span", "tagging_metrics", "datamodule_arguments", "tag_lines"]
+__all__ = ["Tagger", "TaggedText", "TextSpan", "tagging_metrics", "datamodule_arguments", "tag_lines"]
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ _SEQEVAL_SCHEMES = {
 }
 
 
-class Span(NamedTuple):
+class TextSpan(NamedTuple):
     """An entity of type ``type`` over tokens ``start`` to ``end - 1`` (``end`` exclusive);
     ``text`` is those tokens detokenized."""
 
@@ -85,7 +85,7 @@ class TaggedText:
 
     tokens: list[str]
     tags: list[str]
-    spans: list[Span]
+    spans: list[TextSpan]
     confidence: list[float]
 
     def to_conll(self, confidence: bool = False) -> str:
@@ -395,7 +395,7 @@ class Tagger(pl.LightningModule):
         for tokens, tags, conf in zip(token_lists, self._tag_strings(paths, words.lengths), confidence.tolist()):
             spans = []
             if self.scheme is not None:
-                spans = [Span(s.label, s.start, s.end, self.tokenizer.detokenize(tokens[s.start : s.end]))
+                spans = [TextSpan(s.label, s.start, s.end, self.tokenizer.detokenize(tokens[s.start : s.end]))
                          for s in tag_schemes.spans(tags, self.scheme)]
             out.append(TaggedText(tokens, tags, spans, conf[: len(tokens)]))
         return out

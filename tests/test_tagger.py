@@ -17,7 +17,7 @@ from seqlearn.cells import Cell
 from seqlearn.datamodules import TaggingDataModule
 from seqlearn.errors import ConfigError
 from seqlearn.readers import read_conll
-from seqlearn.tagger import Span, Tagger, tag_lines, tagging_metrics
+from seqlearn.tagger import Tagger, TextSpan, tag_lines, tagging_metrics
 from seqlearn.tagger_cli import is_tagger_config
 from seqlearn.vocab import Vocab
 
@@ -111,10 +111,10 @@ def test_overfits_sample_with_gold_tags_and_spans(ner, sample_path):
     for sentence, result in zip(gold, predicted):
         assert result.tokens == sentence.tokens
         assert result.tags == tag_schemes.convert_tags(sentence.tags, "BIO", "BIOUL")
-        expected = [Span(s.label, s.start, s.end, " ".join(sentence.tokens[s.start : s.end]))
+        expected = [TextSpan(s.label, s.start, s.end, " ".join(sentence.tokens[s.start : s.end]))
                     for s in tag_schemes.spans(sentence.tags, "BIO")]  # fmt: skip
         assert result.spans == expected
-    assert predicted[3].spans[0] == Span("ORG", 1, 3, "European Commission")
+    assert predicted[3].spans[0] == TextSpan("ORG", 1, 3, "European Commission")
     # token lists and strings give the same result
     assert tagger.predict([gold[0].tokens]) == predicted[:1]
 
