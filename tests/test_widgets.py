@@ -480,4 +480,5 @@ def test_hypothesis_display_hook():
     hyp = Hypothesis(["a"], -0.5, _attention(2, 3))
     data, _ = hypothesis_mimebundle(hyp)
     assert "application/vnd.jupyter.widget-view+json" in data and "<svg" in data["text/html"]
+    assert data["text/plain"] == repr(hyp)
     assert hypothesis_mimebundle(Hypothesis(["a"], -0.5, None)) == {"text/plain": repr(Hypothesis(["a"], -0.5, None))}

@@ -236,4 +236,6 @@ def hypothesis_mimebundle(hyp: Any, **kwargs: Any) -> tuple[dict, dict] | dict:
     """
     if getattr(hyp, "attention", None) is None:
         return {"text/plain": repr(hyp)}
-    return show_attention(hyp)._repr_mimebundle_(**kwargs)
+    data, metadata = show_attention(hyp)._repr_mimebundle_(**kwargs)
+    data["text/plain"] = repr(hyp)
+    return data, metadata

@@ -294,7 +294,7 @@ function renderHidden(model, el) {
   side.append(topTitle, topList);
   const panes = h("div", "sl-panes");
   const scroll = h("div", "sl-scroll");
-  scroll.append(canvas);
+  scroll.append(h("div", "sl-caption", "units (rows) × tokens (columns): click to pick"), canvas);
   panes.append(scroll, side);
   const legendSlot = h("div", "sl-legend-slot");
   root.append(controls, tokenRow, readout, panes, legendSlot);
