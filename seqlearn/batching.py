@@ -1,25 +1,62 @@
-"""Padded tensors and batches with explicit lengths and masks.
+"""Padded tensors, batches, and the batch sampler that groups sentences of similar length.
 
 >>> p = pad([[5, 6, 7], [8]], pad_index=0)
 >>> p.ids.tolist(), p.lengths.tolist()
 ([[5, 6, 7], [8, 0, 0]], [3, 1])
 >>> p.mask.tolist()
 [[True, True, True], [True, False, False]]
+
+Batches are dataclasses of tensors, so Lightning (and :meth:`to`) move them to a device
+field by field.  :class:`BucketBatchSampler` yields lists of example indices whose
+padded size fits a token budget:
+
+>>> sampler = BucketBatchSampler([3, 9, 4, 8, 3], max_tokens=10, shuffle=False)
+>>> list(sampler)
+[[0, 4], [2], [3], [1]]
 """
 from __future__ import annotations
 
+import dataclasses
+import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
+from torch.utils.data import Sampler
+
+from .errors import ConfigError
+
+
+class _TensorFields:
+    """Moves or pins every tensor field of a dataclass (recursing into nested ones)."""
+
+    def _map(self, fn: Any) -> Any:
+        def apply(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return fn(value)
+            if isinstance(value, _TensorFields):
+                return value._map(fn)
+            return value
+
+        return dataclasses.replace(self, **{f.name: apply(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Any:
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> Any:
+        """Called by ``DataLoader(pin_memory=True)`` so host-to-GPU copies can be asynchronous."""
+        return self._map(lambda t: t.pin_memory())
 
 
 @dataclass
-class Padded:
+class Padded(_TensorFields):
     """A batch of variable-length index sequences.
 
     ids: ``(batch, max_len)`` long, padded on the right with the vocabulary's pad index.
     lengths: ``(batch,)`` long, the true lengths.
+
+    Nested sequences (characters of words) use the same class one dimension up:
+    ids ``(batch, max_len, max_word_len)`` and lengths ``(batch, max_len)``.
     """
 
     ids: torch.Tensor
@@ -27,14 +64,11 @@ class Padded:
 
     @property
     def mask(self) -> torch.Tensor:
-        """``(batch, max_len)`` bool, True on real tokens."""
-        return torch.arange(self.ids.size(1), device=self.ids.device)[None, :] < self.lengths[:, None]
+        """Shaped like ``ids``, bool, True on real tokens."""
+        return torch.arange(self.ids.size(-1), device=self.ids.device) < self.lengths.unsqueeze(-1)
 
     def __len__(self) -> int:
         return self.ids.size(0)
-
-    def to(self, device: torch.device | str) -> "Padded":
-        return Padded(self.ids.to(device), self.lengths.to(device))
 
 
 def pad(sequences: Sequence[Sequence[int]], pad_index: int, min_len: int = 0) -> Padded:
@@ -45,3 +79,185 @@ def pad(sequences: Sequence[Sequence[int]], pad_index: int, min_len: int = 0) ->
     for i, seq in enumerate(sequences):
         ids[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
     return Padded(ids, lengths)
+
+
+def pad_nested(sequences: Sequence[Sequence[Sequence[int]]], pad_index: int) -> Padded:
+    """Right-pad lists of index lists (e.g. the characters of each word of each sentence).
+
+    Returns ids ``(batch, max_len, max_word_len)`` and lengths ``(batch, max_len)``, where
+    padding positions have length 0.
+
+    >>> p = pad_nested([[[1, 2], [3]], [[4, 5, 6]]], pad_index=0)
+    >>> p.ids.tolist()
+    [[[1, 2, 0], [3, 0, 0]], [[4, 5, 6], [0, 0, 0]]]
+    >>> p.lengths.tolist()
+    [[2, 1], [3, 0]]
+    """
+    max_len = max((len(s) for s in sequences), default=0)
+    max_word = max((len(w) for s in sequences for w in s), default=0)
+    ids = torch.full((len(sequences), max_len, max_word), pad_index, dtype=torch.long)
+    lengths = torch.zeros((len(sequences), max_len), dtype=torch.long)
+    for i, sentence in enumerate(sequences):
+        for j, word in enumerate(sentence):
+            ids[i, j, : len(word)] = torch.as_tensor(word, dtype=torch.long)
+            lengths[i, j] = len(word)
+    return Padded(ids, lengths)
+
+
+@dataclass
+class TranslationBatch(_TensorFields):
+    """A batch of sentence pairs.
+
+    src: ids ``(batch, src_len)``: source tokens followed by ``</s>``.
+    tgt: ids ``(batch, tgt_len)``: ``<s>`` + target tokens + ``</s>``; a model feeds
+        ``tgt.ids[:, :-1]`` and predicts ``tgt.ids[:, 1:]``.
+    index: ``(batch,)`` long, positions of the examples in their split, to look up
+        raw references (e.g. for BLEU) after batching reordered them.
+    """
+
+    src: Padded
+    tgt: Padded
+    index: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+@dataclass
+class TaggingBatch(_TensorFields):
+    """A batch of tagged sentences.
+
+    words: ids ``(batch, max_len)``.
+    tags: ids ``(batch, max_len)``, the same shape and lengths as ``words``, padded with
+        the tag vocabulary's pad index.
+    chars: ids ``(batch, max_len, max_word_len)`` with lengths ``(batch, max_len)`` (0 on
+        padding positions), from the original (not lowercased) words; None when the data
+        module was built without character features.
+    index: ``(batch,)`` long, positions of the sentences in their split.
+    """
+
+    words: Padded
+    tags: Padded
+    chars: Padded | None
+    index: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def collate_translation(items: Sequence[tuple[int, list[int], list[int]]], src_pad: int, tgt_pad: int) -> TranslationBatch:
+    """``(index, src_ids, tgt_ids)`` triples, ids already carrying ``</s>`` / ``<s>..</s>``,
+    into a :class:`TranslationBatch` (use with ``functools.partial`` as a ``collate_fn``)."""
+    index, src, tgt = zip(*items)
+    return TranslationBatch(pad(src, src_pad), pad(tgt, tgt_pad), torch.tensor(index, dtype=torch.long))
+
+
+def collate_tagging(
+    items: Sequence[tuple[int, list[int], list[int], list[list[int]] | None]],
+    word_pad: int,
+    tag_pad: int,
+    char_pad: int,
+) -> TaggingBatch:
+    """``(index, word_ids, tag_ids, char_ids_per_word or None)`` into a :class:`TaggingBatch`."""
+    index, words, tags, chars = zip(*items)
+    return TaggingBatch(
+        words=pad(words, word_pad),
+        tags=pad(tags, tag_pad),
+        chars=None if chars[0] is None else pad_nested(chars, char_pad),
+        index=torch.tensor(index, dtype=torch.long),
+    )
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of example indices, by token budget and/or sentence count.
+
+    lengths: one size per example, or a tuple of sizes (e.g. source and target length
+        with their specials).  An example's padded cost is the largest of its sizes.
+    max_tokens: budget on the padded size of a batch, ``n_sentences * max_cost <= max_tokens``.
+        A single example costlier than the budget still forms a batch of its own.
+    max_sentences: cap on sentences per batch.  With ``max_tokens=None`` this is plain
+        sentence-count batching.
+    bucket: sort examples by length before cutting batches, so that each batch holds
+        sentences of (nearly) the same length and padding is small.  Examples with equal
+        length keys form a bucket whose order is shuffled each epoch; the sorted sequence
+        of keys, hence every batch's size, is the same in every epoch, which keeps
+        ``len(sampler)`` exact for Lightning's progress tracking.
+    shuffle: shuffle the order of the batches (and the examples within each bucket, or
+        all examples when ``bucket=False``).  Without shuffling, the batches come in a
+        fixed order (by length when bucketing), for evaluation.
+    seed, set_epoch: the order of epoch ``e`` depends only on ``(seed, e)``.  Each full
+        iteration advances the epoch by one, because Lightning calls ``set_epoch`` only on a
+        DataLoader's sampler, not on its batch sampler; call :meth:`set_epoch` to pin it.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int] | Sequence[tuple[int, ...]],
+        max_tokens: int | None = None,
+        max_sentences: int | None = None,
+        *,
+        bucket: bool = True,
+        shuffle: bool = True,
+        seed: int = 0,
+    ):
+        if max_tokens is None and max_sentences is None:
+            raise ConfigError("give max_tokens (a token budget) or max_sentences (a batch size), or both")
+        for name, value in (("max_tokens", max_tokens), ("max_sentences", max_sentences)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+        keys = [tuple(x) if isinstance(x, (tuple, list)) else (int(x),) for x in lengths]
+        # sort key: the padded cost first, then the individual sizes
+        self.keys = [(max(k), *k) for k in keys]
+        self.max_tokens = max_tokens
+        self.max_sentences = max_sentences
+        self.bucket = bucket
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+        self._cached: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """The batches of epoch ``epoch``, in the order they are yielded."""
+        if self._cached is not None and self._cached[0] == epoch:
+            return self._cached[1]
+        rng = random.Random(f"{self.seed}/{epoch}")
+        order = list(range(len(self.keys)))
+        if self.shuffle:
+            rng.shuffle(order)
+        if self.bucket:
+            order.sort(key=self.keys.__getitem__)  # stable: equal keys keep their shuffled order
+        batches = self._cut(order)
+        if self.shuffle:
+            rng.shuffle(batches)
+        self._cached = (epoch, batches)
+        return batches
+
+    def _cut(self, order: list[int]) -> list[list[int]]:
+        batches: list[list[int]] = []
+        current: list[int] = []
+        widest = 0
+        for i in order:
+            cost = self.keys[i][0]
+            wider = max(widest, cost)
+            over_tokens = self.max_tokens is not None and (len(current) + 1) * wider > self.max_tokens
+            over_sentences = self.max_sentences is not None and len(current) + 1 > self.max_sentences
+            if current and (over_tokens or over_sentences):
+                batches.append(current)
+                current, wider = [], cost
+            current.append(i)
+            widest = wider
+        if current:
+            batches.append(current)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch = self.epoch
+        self.epoch += 1
+        yield from self.batches(epoch)
+
+    def __len__(self) -> int:
+        return len(self.batches(self.epoch))
+

@@ -1,0 +1,480 @@
+"""LightningDataModules for translation and tagging: read, build vocabularies, batch.
+
+Vocabularies are built from the training split only (a word seen only in the validation
+data is ``<unk>``), or passed in -- e.g. a trained model's, to fine-tune on new data.
+Batches are cut by a token budget from length-sorted buckets (:class:`BucketBatchSampler`).
+
+>>> dm = TranslationDataModule("default", max_tokens=512)
+>>> dm.setup("fit")
+>>> batch = next(iter(dm.train_dataloader()))
+>>> batch.src.ids.shape[0] == batch.tgt.ids.shape[0] == len(batch.index)
+True
+>>> dm.src_vocab.decode(batch.src.ids[0]) == dm.examples["train"][int(batch.index[0])].src
+True
+
+``setup`` reads each split once; calling it again (Lightning calls it per stage) costs
+nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar, Union
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from .batching import BucketBatchSampler, collate_tagging, collate_translation
+from .default_task import make_default_task
+from .errors import ConfigError, DataError, VocabError
+from .readers import ParallelExample, TaggedSentence, read_conll, read_conllu, read_parallel, read_tsv
+from .tag_schemes import canonical_scheme, convert_tags
+from .vocab import Vocab
+
+__all__ = ["TranslationDataModule", "TaggingDataModule", "ParallelSource", "TaggedSource"]
+
+SPLITS = ("train", "valid", "test")
+DEFAULT = "default"
+
+# A TSV path, a (source file, target file) pair, ready examples, or "default".
+ParallelSource = Union[tuple[str, str], str, os.PathLike, Sequence[ParallelExample], None]
+# A CoNLL / CoNLL-U path, or ready sentences.
+TaggedSource = Union[str, os.PathLike, Sequence[TaggedSentence], None]
+
+_Example = TypeVar("_Example", ParallelExample, TaggedSentence)
+
+
+class _SplitsDataModule(pl.LightningDataModule):
+    """What both data modules share: splits read once, kept raw and encoded, and batched
+    by a token budget.  Subclasses say how to read a source, build vocabularies, encode an
+    example and collate a batch."""
+
+    def __init__(
+        self,
+        sources: dict[str, Any],
+        *,
+        lowercase: bool,
+        max_length: int | None,
+        limit: int | None,
+        min_freq: int,
+        max_size: int | None,
+        max_tokens: int | None,
+        max_sentences: int | None,
+        shuffle: bool,
+        seed: int,
+        data_dir: str | os.PathLike | None,
+        num_workers: int,
+        pin_memory: bool,
+    ):
+        super().__init__()
+        if max_tokens is None and max_sentences is None:
+            raise ConfigError("give max_tokens (a token budget) or max_sentences (a batch size), or both")
+        if sources.get("train") is None:
+            raise ConfigError("the training split is required: vocabularies are built from it")
+        self.sources = sources
+        self.lowercase = lowercase
+        self.max_length = max_length
+        self.limit = limit
+        self.min_freq = min_freq
+        self.max_size = max_size
+        self.max_tokens = max_tokens
+        self.max_sentences = max_sentences
+        self.shuffle = shuffle
+        self.seed = seed
+        self.data_dir = None if data_dir is None else Path(data_dir)
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        #: raw examples of each split read so far, in file order (``batch.index`` points here)
+        self.examples: dict[str, list] = {}
+        self._encoded: dict[str, list[tuple]] = {}
+        self._train_sampler: BucketBatchSampler | None = None
+
+    # -- subclass interface -----------------------------------------------------------
+    def _read(self, source: Any, split: str) -> list:
+        raise NotImplementedError
+
+    def _has_vocabularies(self) -> bool:
+        raise NotImplementedError
+
+    def _build_vocabularies(self, train: list) -> None:
+        raise NotImplementedError
+
+    def _encode(self, index: int, example: Any, where: str) -> tuple:
+        raise NotImplementedError
+
+    def _lengths(self, encoded: list[tuple]) -> list:
+        raise NotImplementedError
+
+    def _collate(self) -> Callable:
+        raise NotImplementedError
+
+    # -- Lightning hooks ----------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Nothing to download: every source is a local file, a list, or generated."""
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read the splits ``stage`` needs ("fit": train and valid; "validate": valid;
+        "test": test; None: all), building vocabularies from train if none were given."""
+        needed = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",), "predict": ()}.get(stage, SPLITS)
+        self._ensure_vocabularies()
+        for split in needed:
+            if self.sources.get(split) is not None:
+                self.encoded(split)
+
+    def split(self, name: str) -> list:
+        """The raw examples of split ``name``, read on first use."""
+        if name not in SPLITS:
+            raise ConfigError(f"unknown split {name!r}; expected one of {SPLITS}")
+        if name not in self.examples:
+            source = self.sources.get(name)
+            if source is None:
+                raise ConfigError(f"no {name} data was given to {type(self).__name__}")
+            self.examples[name] = self._read(source, name)
+        return self.examples[name]
+
+    def encoded(self, name: str) -> list[tuple]:
+        """Split ``name`` as ``(index, ids...)`` tuples, encoded once with the vocabularies."""
+        if name not in self._encoded:
+            self._ensure_vocabularies()
+            where = self._where(self.sources[name], name)
+            self._encoded[name] = [self._encode(i, ex, where) for i, ex in enumerate(self.split(name))]
+        return self._encoded[name]
+
+    def _ensure_vocabularies(self) -> None:
+        if not self._has_vocabularies():
+            self._build_vocabularies(self.split("train"))
+
+    def train_dataloader(self) -> DataLoader:
+        if self._train_sampler is None:
+            self._train_sampler = self._sampler("train", shuffle=self.shuffle)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            # so that a run resumed from a checkpoint continues with that epoch's order
+            self._train_sampler.set_epoch(trainer.current_epoch)
+        return self._loader("train", self._train_sampler)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Batches of the validation split in length order; ``[]`` (Lightning then skips
+        validation) when there is none."""
+        return self._eval_loader("valid")
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self._eval_loader("test")
+
+    def _eval_loader(self, name: str) -> DataLoader | list:
+        if self.sources.get(name) is None:
+            return []
+        return self._loader(name, self._sampler(name, shuffle=False))
+
+    # -- helpers ------------------------------------------------------------------------
+    def _sampler(self, name: str, shuffle: bool) -> BucketBatchSampler:
+        return BucketBatchSampler(
+            self._lengths(self.encoded(name)), self.max_tokens, self.max_sentences, shuffle=shuffle, seed=self.seed
+        )
+
+    def _loader(self, name: str, sampler: BucketBatchSampler) -> DataLoader:
+        return DataLoader(
+            self.encoded(name),
+            batch_sampler=sampler,
+            collate_fn=self._collate(),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def _path(self, path: str | os.PathLike) -> Path:
+        """``path`` as given, or under ``data_dir`` when it is relative and one was given."""
+        path = Path(path)
+        return self.data_dir / path if self.data_dir is not None and not path.is_absolute() else path
+
+    def _where(self, source: Any, split: str) -> str:
+        """How error messages name a split: its file, or "<split> examples"."""
+        if isinstance(source, (str, os.PathLike)) and source != DEFAULT:
+            return os.fspath(self._path(source))
+        if _is_path_pair(source):
+            return os.fspath(self._path(source[0]))
+        return f"{split} examples"
+
+    def _filter(self, examples: Sequence[_Example], split: str, length: Callable[[_Example], int],
+                lower: Callable[[_Example], _Example]) -> list[_Example]:
+        """Apply lowercase / max_length (training split only: held-out data is never
+        filtered) / limit to examples that did not come through a reader."""
+        out = []
+        for ex in examples:
+            if self.limit is not None and len(out) >= self.limit:
+                break
+            if split == "train" and self.max_length is not None and length(ex) > self.max_length:
+                continue
+            out.append(lower(ex) if self.lowercase else ex)
+        return out
+
+
+def _is_path_pair(source: Any) -> bool:
+    return (
+        isinstance(source, (tuple, list))
+        and len(source) == 2
+        and all(isinstance(p, (str, os.PathLike)) for p in source)
+    )
+
+
+def _encode_tags(vocab: Vocab, sentence: TaggedSentence, where: str) -> list[int]:
+    """Tag ids; a tag the training data never had is a DataError naming the sentence."""
+    try:
+        return vocab.encode(sentence.tags)
+    except VocabError:
+        position, tag = next((i, t) for i, t in enumerate(sentence.tags) if t not in vocab)
+        raise DataError(
+            f"tag {tag!r} of token {position + 1} ({sentence.tokens[position]!r}) of the sentence starting on this "
+            f"line does not occur in the training data", where, sentence.line,
+        ) from None
+
+
+class TranslationDataModule(_SplitsDataModule):
+    """Parallel data for :class:`~seqlearn.Seq2Seq`.
+
+    train, valid, test: each a TSV path (``source<TAB>target``), a pair of line-aligned
+        files ``("train.de.gz", "train.en.gz")`` (source first), a list of
+        :class:`~seqlearn.readers.ParallelExample`, or ``"default"`` for the embedded
+        English -> German number task (:mod:`seqlearn.default_task`).  When train is
+        ``"default"``, valid and test left as None come from the default task too.
+        Relative paths are taken under ``data_dir`` when it is given.
+    src_tokenizer, tgt_tokenizer: registry names or tokenizer objects, used on files;
+        ready examples and the default task come tokenized (by whitespace).
+    lowercase, limit: as in the readers, on every split.  max_length: drops longer training
+        pairs only; validation and test sentences are never filtered.
+    min_freq, max_size: of the vocabularies, built from train.  Pass ``src_vocab`` and
+        ``tgt_vocab`` to use existing ones instead (tokens they lack become ``<unk>``).
+    max_tokens, max_sentences: batch budget (padded tokens of the longer side, with
+        specials) and/or sentences per batch.  shuffle, seed: training order.
+
+    Batches are :class:`~seqlearn.batching.TranslationBatch` (src ends with ``</s>``, tgt is
+    ``<s> ... </s>``); ``batch.index`` points into ``self.examples[split]`` and
+    :meth:`references`.
+    """
+
+    def __init__(
+        self,
+        train: ParallelSource = DEFAULT,
+        valid: ParallelSource = None,
+        test: ParallelSource = None,
+        *,
+        src_tokenizer: Any = "whitespace",
+        tgt_tokenizer: Any = "whitespace",
+        lowercase: bool = False,
+        max_length: int | None = None,
+        limit: int | None = None,
+        min_freq: int = 1,
+        max_size: int | None = None,
+        max_tokens: int | None = 1024,
+        max_sentences: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        src_vocab: Vocab | None = None,
+        tgt_vocab: Vocab | None = None,
+        data_dir: str | os.PathLike | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ):
+        if train == DEFAULT:
+            valid = DEFAULT if valid is None else valid
+            test = DEFAULT if test is None else test
+        super().__init__(
+            {"train": train, "valid": valid, "test": test},
+            lowercase=lowercase, max_length=max_length, limit=limit, min_freq=min_freq, max_size=max_size,
+            max_tokens=max_tokens, max_sentences=max_sentences, shuffle=shuffle, seed=seed, data_dir=data_dir,
+            num_workers=num_workers, pin_memory=pin_memory,
+        )  # fmt: skip
+        self.src_tokenizer = src_tokenizer
+        self.tgt_tokenizer = tgt_tokenizer
+        self.src_vocab = src_vocab
+        self.tgt_vocab = tgt_vocab
+        self._default_task: dict[str, list[ParallelExample]] | None = None
+
+    def references(self, split: str) -> list[str]:
+        """The target sentences of ``split`` as text (lowercased if asked), indexed like
+        ``batch.index``: the references for BLEU."""
+        return [ex.tgt_text for ex in self.split(split)]
+
+    def _read(self, source: ParallelSource, split: str) -> list[ParallelExample]:
+        options = dict(
+            src_tokenizer=self.src_tokenizer, tgt_tokenizer=self.tgt_tokenizer, lowercase=self.lowercase,
+            max_length=self.max_length if split == "train" else None, limit=self.limit,
+        )  # fmt: skip
+        if isinstance(source, str) and source == DEFAULT:
+            if self._default_task is None:
+                self._default_task = make_default_task(seed=self.seed)
+            return self._filter_pairs(self._default_task[split], split)
+        if isinstance(source, (str, os.PathLike)):
+            return read_tsv(self._path(source), **options)
+        if _is_path_pair(source):
+            return read_parallel(self._path(source[0]), self._path(source[1]), **options)
+        if isinstance(source, Sequence) and all(isinstance(ex, ParallelExample) for ex in source):
+            return self._filter_pairs(source, split)
+        raise ConfigError(
+            f"{split}: expected a TSV path, a (source, target) pair of paths, a list of ParallelExample "
+            f"or 'default', got {type(source).__name__}"
+        )
+
+    def _filter_pairs(self, examples: Sequence[ParallelExample], split: str) -> list[ParallelExample]:
+        def lower(ex: ParallelExample) -> ParallelExample:
+            return dataclasses.replace(
+                ex, src_text=ex.src_text.lower(), tgt_text=ex.tgt_text.lower(),
+                src=[t.lower() for t in ex.src], tgt=[t.lower() for t in ex.tgt],
+            )  # fmt: skip
+
+        return self._filter(examples, split, lambda ex: max(len(ex.src), len(ex.tgt)), lower)
+
+    def _has_vocabularies(self) -> bool:
+        return self.src_vocab is not None and self.tgt_vocab is not None
+
+    def _build_vocabularies(self, train: list[ParallelExample]) -> None:
+        if self.src_vocab is None:
+            self.src_vocab = Vocab.build((ex.src for ex in train), self.min_freq, self.max_size)
+        if self.tgt_vocab is None:
+            self.tgt_vocab = Vocab.build((ex.tgt for ex in train), self.min_freq, self.max_size)
+
+    def _encode(self, index: int, ex: ParallelExample, where: str) -> tuple[int, list[int], list[int]]:
+        return (
+            index,
+            self.src_vocab.encode(ex.src, add_eos=True),
+            self.tgt_vocab.encode(ex.tgt, add_bos=True, add_eos=True),
+        )
+
+    def _lengths(self, encoded: list[tuple]) -> list[tuple[int, int]]:
+        return [(len(src), len(tgt)) for _, src, tgt in encoded]
+
+    def _collate(self) -> Callable:
+        return partial(collate_translation, src_pad=self.src_vocab.pad_index, tgt_pad=self.tgt_vocab.pad_index)
+
+
+class TaggingDataModule(_SplitsDataModule):
+    """Tagged sentences for :class:`~seqlearn.Tagger`, from CoNLL or CoNLL-U files.
+
+    train, valid, test: each a path (CoNLL-U when the name ends in ``.conllu`` or
+        ``.conllu.gz``, CoNLL otherwise; ``format`` overrides) or a list of
+        :class:`~seqlearn.readers.TaggedSentence`.  Relative paths are taken under
+        ``data_dir`` when it is given.
+    token_column, tag_column: CoNLL columns; tag_field: CoNLL-U ``"upos"`` or ``"xpos"``.
+    scheme, target_scheme: the chunk scheme of the files' tags and, if different, the one
+        to train with (e.g. ``scheme="IOB1", target_scheme="BIOUL"`` for CoNLL-2003); the
+        conversion repairs malformed chunks as :func:`~seqlearn.tag_schemes.convert_tags`
+        documents.  :attr:`tag_scheme` is the scheme the batches use.
+    lowercase: lowercases words for the word vocabulary only; characters keep their case.
+    min_freq, max_size: of the word vocabulary (the tag vocabulary keeps every training tag,
+        with ``<pad>`` only, and the character vocabulary every training character).
+        A tag absent from training raises :class:`DataError` naming the file and line.
+    char_features: also batch the characters of each word.
+    max_tokens, max_sentences, shuffle, seed, limit, max_length: as for translation.
+
+    Batches are :class:`~seqlearn.batching.TaggingBatch`.
+    """
+
+    def __init__(
+        self,
+        train: TaggedSource,
+        valid: TaggedSource = None,
+        test: TaggedSource = None,
+        *,
+        format: str | None = None,
+        token_column: int = 0,
+        tag_column: int = -1,
+        tag_field: str = "upos",
+        scheme: str | None = None,
+        target_scheme: str | None = None,
+        lowercase: bool = False,
+        max_length: int | None = None,
+        limit: int | None = None,
+        min_freq: int = 1,
+        max_size: int | None = None,
+        char_features: bool = True,
+        max_tokens: int | None = 2048,
+        max_sentences: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        word_vocab: Vocab | None = None,
+        tag_vocab: Vocab | None = None,
+        char_vocab: Vocab | None = None,
+        data_dir: str | os.PathLike | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ):
+        super().__init__(
+            {"train": train, "valid": valid, "test": test},
+            lowercase=lowercase, max_length=max_length, limit=limit, min_freq=min_freq, max_size=max_size,
+            max_tokens=max_tokens, max_sentences=max_sentences, shuffle=shuffle, seed=seed, data_dir=data_dir,
+            num_workers=num_workers, pin_memory=pin_memory,
+        )  # fmt: skip
+        if format not in (None, "conll", "conllu"):
+            raise ConfigError(f"format must be 'conll', 'conllu' or None (from the file name), got {format!r}")
+        if target_scheme is not None and scheme is None:
+            raise ConfigError("target_scheme needs scheme, the scheme the data is written in")
+        self.format = format
+        self.token_column = token_column
+        self.tag_column = tag_column
+        self.tag_field = tag_field
+        self.scheme = None if scheme is None else canonical_scheme(scheme)
+        self.target_scheme = None if target_scheme is None else canonical_scheme(target_scheme)
+        self.char_features = char_features
+        self.word_vocab = word_vocab
+        self.tag_vocab = tag_vocab
+        self.char_vocab = char_vocab
+
+    @property
+    def tag_scheme(self) -> str | None:
+        """The chunk scheme of the tags in the batches (None: not a chunking task)."""
+        return self.target_scheme or self.scheme
+
+    def _read(self, source: TaggedSource, split: str) -> list[TaggedSentence]:
+        if isinstance(source, (str, os.PathLike)):
+            path = self._path(source)
+            max_length = self.max_length if split == "train" else None
+            # words are lowercased at encoding time, so characters keep their case
+            if (self.format or ("conllu" if path.name.endswith((".conllu", ".conllu.gz")) else "conll")) == "conllu":
+                sentences = read_conllu(path, tag_field=self.tag_field, max_length=max_length, limit=self.limit)
+            else:
+                sentences = read_conll(path, token_column=self.token_column, tag_column=self.tag_column,
+                                       max_length=max_length, limit=self.limit)  # fmt: skip
+        elif isinstance(source, Sequence) and all(isinstance(s, TaggedSentence) for s in source):
+            sentences = self._filter(source, split, lambda s: len(s.tokens), lambda s: s)
+        else:
+            raise ConfigError(f"{split}: expected a CoNLL/CoNLL-U path or a list of TaggedSentence, "
+                              f"got {type(source).__name__}")  # fmt: skip
+        if self.target_scheme is not None and self.target_scheme != self.scheme:
+            sentences = [
+                dataclasses.replace(s, tags=convert_tags(s.tags, self.scheme, self.target_scheme)) for s in sentences
+            ]
+        return sentences
+
+    def _words(self, tokens: Sequence[str]) -> list[str]:
+        return [t.lower() for t in tokens] if self.lowercase else list(tokens)
+
+    def _has_vocabularies(self) -> bool:
+        return self.word_vocab is not None and self.tag_vocab is not None and (
+            self.char_vocab is not None or not self.char_features
+        )
+
+    def _build_vocabularies(self, train: list[TaggedSentence]) -> None:
+        if self.word_vocab is None:
+            self.word_vocab = Vocab.build((self._words(s.tokens) for s in train), self.min_freq, self.max_size)
+        if self.tag_vocab is None:
+            self.tag_vocab = Vocab.build((s.tags for s in train), specials=("<pad>",))
+        if self.char_vocab is None and self.char_features:
+            self.char_vocab = Vocab.build(t for s in train for t in s.tokens)
+
+    def _encode(self, index: int, s: TaggedSentence, where: str) -> tuple:
+        tags = _encode_tags(self.tag_vocab, s, where)
+        chars = [self.char_vocab.encode(t) for t in s.tokens] if self.char_features else None
+        return index, self.word_vocab.encode(self._words(s.tokens)), tags, chars
+
+    def _lengths(self, encoded: list[tuple]) -> list[int]:
+        return [len(words) for _, words, _, _ in encoded]
+
+    def _collate(self) -> Callable:
+        return partial(
+            collate_tagging,
+            word_pad=self.word_vocab.pad_index,
+            tag_pad=self.tag_vocab.pad_index,
+            char_pad=self.char_vocab.pad_index if self.char_features else 0,
+        )
