@@ -580,6 +580,21 @@ class Seq2Seq(pl.LightningModule):
             lambda src, longest: self._search(src, search.sample, max_length or default_max_length(longest), **options),
         )
 
+    def show_attention(self, inputs: str | Sequence[str | Sequence[str]], beam_size: int = 1, n_best: int = 1,
+                       **translate_options: Any) -> Any:
+        """Translate ``inputs`` and show each hypothesis' attention in a notebook widget
+        (:class:`seqlearn.widgets.AttentionView`; needs the ``notebook`` extra)."""
+        from .widgets import show_model_attention
+
+        return show_model_attention(self, inputs, beam_size=beam_size, n_best=n_best, **translate_options)
+
+    def show_hidden_states(self, sentence: str | Sequence[str], **view_options: Any) -> Any:
+        """Show the encoder's per-token hidden states and gate activations for ``sentence``
+        (:class:`seqlearn.widgets.HiddenStateView`)."""
+        from .widgets import show_hidden_states
+
+        return show_hidden_states(self, sentence, **view_options)
+
     def score(
         self, sources: Sequence[str | Sequence[str]], targets: Sequence[str | Sequence[str]], batch_size: int = 64
     ) -> torch.Tensor:
