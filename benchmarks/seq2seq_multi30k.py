@@ -1,0 +1,172 @@
+"""Seq2seq on Multi30k de->en, set up like the peer benchmarks in ../shared/bench.
+
+Same model as JoeyNMT/OpenNMT-py there: word vocabularies (min_freq 2) over text lowercased
+and split with ``re.findall(r"\\w+|[^\\w\\s]")`` (as prep_multi30k.py does), embeddings 256,
+1-layer biGRU encoder 256 per direction, 1-layer GRU decoder 512 started from the encoder's
+final states (no bridge), Bahdanau attention, dropout 0.2, 64 sentences per batch, Adam 1e-3,
+gradient clipping 5.  Prints one JSON line.
+
+    python benchmarks/seq2seq_multi30k.py train-speed [--variant bahdanau|luong-fused]
+    python benchmarks/seq2seq_multi30k.py decode-speed      # 1 epoch, then beam-5 test2016
+    python benchmarks/seq2seq_multi30k.py timed-bleu --minutes 25
+
+train-speed: target tokens (EOS included, padding not) per second over updates 51-250.
+decode-speed: beam 5, max length 50, GNMT length penalty alpha 1, batches of 64, test2016;
+generation time only.  BLEU is sacreBLEU with tokenize="none" on the lowercased tokenized
+text (the peers' metric).  Peak RSS is the process's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import time
+from pathlib import Path
+
+START = time.time()  # the timed-bleu budget counts from process start, as the peers' does
+
+import pytorch_lightning as pl  # noqa: E402
+import sacrebleu  # noqa: E402
+import torch  # noqa: E402
+
+from seqlearn import Seq2Seq  # noqa: E402
+from seqlearn.datamodules import TranslationDataModule  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
+TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+class PeerTokenizer:
+    """The peers' preprocessing: lowercase, then words and single punctuation marks."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return TOKEN.findall(text.strip().lower())
+
+    def tokenize_batch(self, texts):
+        return [self.tokenize(t) for t in texts]
+
+    def detokenize(self, tokens):
+        return " ".join(tokens)
+
+
+VARIANTS = {
+    "bahdanau": {"decoder": "bahdanau", "attention": "bahdanau"},
+    "luong-fused": {"decoder": "luong", "attention": "luong-general", "decoder_options": {"input_feeding": False}},
+}
+
+
+def data_module(data: Path, seed: int = 0) -> TranslationDataModule:
+    tok = PeerTokenizer()
+    dm = TranslationDataModule(
+        (data / "train.de.gz", data / "train.en.gz"), (data / "val.de.gz", data / "val.en.gz"),
+        (data / "test2016.de.gz", data / "test2016.en.gz"), src_tokenizer=tok, tgt_tokenizer=tok,
+        min_freq=2, max_tokens=None, max_sentences=64, seed=seed,
+    )  # fmt: skip
+    dm.setup("fit")
+    return dm
+
+
+def build_model(dm: TranslationDataModule, variant: str, **overrides) -> Seq2Seq:
+    options = dict(
+        cell="gru", embedding_dim=256, hidden_size=512, encoder_hidden_size=256, bidirectional=True,
+        encoder_layers=1, dropout=0.2, bridge=False, optimizer="adam", lr=1e-3, val_bleu=False,
+    )  # fmt: skip
+    options.update(VARIANTS[variant])
+    options.update(overrides)
+    return Seq2Seq(dm.src_vocab, dm.tgt_vocab, **options)
+
+
+class StepClock(pl.Callback):
+    """Wall-clock time and target tokens of every training update."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self.tokens: list[int] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.times.append(time.perf_counter())
+        self.tokens.append(int((batch.tgt.lengths - 1).sum()))
+
+    def throughput(self, lo: int, hi: int) -> float:
+        """Target tokens per second over updates (lo, hi]."""
+        return sum(self.tokens[lo:hi]) / (self.times[hi - 1] - self.times[lo - 1])
+
+
+def trainer(**kw) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="auto", devices=1, gradient_clip_val=5.0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, **kw,
+    )  # fmt: skip
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bleu_tok(model: Seq2Seq, dm: TranslationDataModule, beam_size: int = 5) -> tuple[float, float, float]:
+    """(BLEU on lowercased tokens, sentences/s of generation, mean hypothesis length)."""
+    test = dm.split("test")
+    model.eval()
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        hyps = model.translate([ex.src for ex in test], beam_size=beam_size, max_length=51,
+                               length_penalty="gnmt", alpha=1.0, batch_size=64)
+    seconds = time.perf_counter() - t0
+    outputs = [" ".join(h[0].tokens) for h in hyps]
+    refs = [" ".join(ex.tgt) for ex in test]
+    bleu = sacrebleu.corpus_bleu(outputs, [refs], tokenize="none").score
+    return bleu, len(test) / seconds, sum(len(h[0].tokens) for h in hyps) / len(hyps)
+
+
+def psi() -> str | None:
+    try:
+        return open("/proc/pressure/cpu").readline().strip()
+    except OSError:
+        return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["train-speed", "decode-speed", "timed-bleu"])
+    ap.add_argument("--variant", choices=sorted(VARIANTS), default="bahdanau")
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--measure", type=int, default=200)
+    ap.add_argument("--minutes", type=float, default=25.0)
+    ap.add_argument("--label-smoothing", type=float, default=0.0)
+    ap.add_argument("--precision", default="32-true")
+    args = ap.parse_args()
+    if not args.data.is_dir():
+        ap.error(f"{args.data} not found: pass --data path/to/multi30k")
+    pl.seed_everything(0, verbose=False)
+    result = {"bench": f"seq2seq_multi30k_{args.mode}", "variant": args.variant, "threads": torch.get_num_threads(),
+              "psi_before": psi()}
+    dm = data_module(args.data)
+    model = build_model(dm, args.variant, label_smoothing=args.label_smoothing)
+    result["parameters"] = sum(p.numel() for p in model.parameters())
+    clock = StepClock()
+    if args.mode == "train-speed":
+        steps = args.warmup + args.measure
+        trainer(max_steps=steps, callbacks=[clock], precision=args.precision).fit(model, dm)
+        result["target_tokens_per_s"] = round(clock.throughput(args.warmup, steps), 1)
+    elif args.mode == "decode-speed":
+        trainer(max_epochs=1, callbacks=[clock], precision=args.precision).fit(model, dm)
+        bleu, sents_per_s, hyp_len = bleu_tok(model, dm)
+        result.update(updates=len(clock.times), bleu_tok=round(bleu, 2), decode_sents_per_s=round(sents_per_s, 1),
+                      mean_hyp_len=round(hyp_len, 2))
+    else:
+        budget = args.minutes * 60 - (time.time() - START)
+        trainer(max_time={"seconds": budget}, max_epochs=-1, callbacks=[clock], precision=args.precision).fit(model, dm)
+        bleu, sents_per_s, hyp_len = bleu_tok(model, dm)
+        result.update(updates=len(clock.times), bleu_tok=round(bleu, 2), decode_sents_per_s=round(sents_per_s, 1),
+                      mean_hyp_len=round(hyp_len, 2),
+                      train_tokens_per_s=round(sum(clock.tokens) / (clock.times[-1] - clock.times[0]), 1))
+    result.update(peak_rss_mb=round(peak_rss_mb(), 1), psi_after=psi(), wall_s=round(time.time() - START, 1))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    main()
