@@ -99,14 +99,16 @@ def label_smoothed_nll(
     ``gold`` ``(n,)`` (padding already removed).
 
     The target distribution puts ``1 - smoothing`` on the gold token and spreads
-    ``smoothing`` uniformly over all ``V`` tokens (as ``F.cross_entropy(label_smoothing=)``).
+    ``smoothing`` uniformly over the tokens that can be predicted at all -- every token whose
+    logit is finite (as ``F.cross_entropy(label_smoothing=)`` does when all are).
     """
     log_probs = torch.log_softmax(logits.float(), -1)
     nll = -log_probs.gather(-1, gold.unsqueeze(-1)).squeeze(-1)
     if smoothing == 0.0:
         total = nll.sum()
         return total, total
-    uniform = -log_probs.mean(-1)
+    possible = torch.isfinite(log_probs)
+    uniform = -log_probs.masked_fill(~possible, 0.0).sum(-1) / possible.sum(-1)
     return ((1.0 - smoothing) * nll + smoothing * uniform).sum(), nll.sum()
 
 
@@ -261,6 +263,8 @@ class Seq2Seq(pl.LightningModule):
             **(decoder_options or {}),
         )
         self.generator = nn.Linear(output_size, len(tgt))
+        # <pad> and <s> are never a next token: masking them keeps search from emitting them
+        self.register_buffer("_never_next", torch.tensor([tgt.pad_index, tgt.bos_index]), persistent=False)
         self.dropout = nn.Dropout(dropout)
         self._reset_embeddings()
         if tie_embeddings:
@@ -339,13 +343,18 @@ class Seq2Seq(pl.LightningModule):
         """Search protocol: log-probabilities ``(N, V)`` of the token after ``prev_tokens``
         ``(N,)``, the new state and the attention ``(N, src_len)`` (None for ``plain``)."""
         out, state, attn = self.decoder.step(self.dropout(self.tgt_embedding(prev_tokens)), state)
-        return torch.log_softmax(self.generator(self.dropout(out)), -1), state, attn
+        return torch.log_softmax(self._logits(out), -1), state, attn
+
+    def _logits(self, out: torch.Tensor) -> torch.Tensor:
+        """Next-token logits ``(..., V)`` from decoder outputs ``(..., out)``; ``-inf`` for
+        ``<pad>`` and ``<s>``."""
+        return self.generator(self.dropout(out)).index_fill(-1, self._never_next, float("-inf"))
 
     def forward(self, src: Padded, tgt_in: torch.Tensor, gold_probability: float = 1.0) -> torch.Tensor:
         """Logits ``(batch, tgt_len, V)`` for the next tokens after ``tgt_in`` ``(batch, tgt_len)``
         (``<s>`` first), feeding the gold token with ``gold_probability`` per token."""
         outputs = self._decoder_outputs(src, tgt_in, gold_probability)
-        return outputs if gold_probability < 1.0 else self.generator(self.dropout(outputs))
+        return outputs if gold_probability < 1.0 else self._logits(outputs)
 
     def _decoder_outputs(self, src: Padded, tgt_in: torch.Tensor, gold_probability: float) -> torch.Tensor:
         """Decoder outputs ``(batch, tgt_len, out)`` when teacher forcing is total, otherwise
@@ -363,7 +372,7 @@ class Seq2Seq(pl.LightningModule):
         prev = tgt_in[:, 0]
         for t in range(tgt_in.size(1)):
             out, state, _ = self.decoder.step(self.dropout(self.tgt_embedding(prev)), state)
-            logits.append(self.generator(self.dropout(out)))
+            logits.append(self._logits(out))
             if t + 1 < tgt_in.size(1):
                 gold = tgt_in[:, t + 1]
                 use_gold = torch.rand(gold.shape, device=gold.device) < gold_probability
@@ -382,7 +391,7 @@ class Seq2Seq(pl.LightningModule):
         mask = gold != self.tgt_vocab.pad_index
         outputs = self._decoder_outputs(batch.src, tgt_in, gold_probability)
         if gold_probability >= 1.0:
-            logits = self.generator(self.dropout(outputs[mask]))  # the output layer only where it counts
+            logits = self._logits(outputs[mask])  # the output layer only where it counts
         else:
             logits = outputs[mask]
         loss_sum, nll_sum = label_smoothed_nll(logits, gold[mask], self.hparams.label_smoothing)

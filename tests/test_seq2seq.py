@@ -160,7 +160,9 @@ def test_batch_loss_averages_over_real_target_tokens_only():
         log_p = torch.log_softmax(logits, -1)
         gold = one.tgt.ids[0, 1:]
         expected_nll -= log_p.gather(1, gold[:, None]).sum().item()
-        expected_loss -= (0.8 * log_p.gather(1, gold[:, None]).sum() + 0.2 * log_p.mean(1).sum()).item()
+        # smoothing spreads over the tokens that can come next: all but <pad> and <s>
+        possible = [i for i in range(len(model.tgt_vocab)) if i not in (model.tgt_vocab.pad_index, model.tgt_vocab.bos_index)]
+        expected_loss -= (0.8 * log_p.gather(1, gold[:, None]).sum() + 0.2 * log_p[:, possible].mean(1).sum()).item()
     assert float(nll) == pytest.approx(expected_nll, abs=1e-4)
     assert float(loss) == pytest.approx(expected_loss / int(n), abs=1e-5)
 

@@ -63,8 +63,6 @@ def ended(hyp):
 TGT_WORDS, MAXLEN = ["x"], 4  # <pad> <unk> <s> </s> x: V = 5
 
 
-@pytest.mark.xfail(strict=True, reason="Seq2Seq.step gives <pad> a probability, so search emits <pad>, which "
-                   "model.score takes for padding; remove this mark once the model never predicts <pad>")
 @pytest.mark.parametrize("penalty,alpha", [(None, 1.0), ("gnmt", 1.0)])
 def test_wide_beam_equals_brute_force_over_model_scores(penalty, alpha):
     model = tiny_model(TGT_WORDS, seed=1, sharpness=2.0)
