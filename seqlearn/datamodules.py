@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar, Union
@@ -30,7 +31,7 @@ from .batching import BucketBatchSampler, collate_tagging, collate_translation
 from .default_task import make_default_task
 from .errors import ConfigError, DataError, VocabError
 from .readers import ParallelExample, TaggedSentence, read_conll, read_conllu, read_parallel, read_tsv
-from .tag_schemes import canonical_scheme, convert_tags
+from .tag_schemes import canonical_scheme, convert_tags, find_violation
 from .vocab import Vocab
 
 __all__ = ["TranslationDataModule", "TaggingDataModule", "ParallelSource", "TaggedSource"]
@@ -361,6 +362,11 @@ class TaggingDataModule(_SplitsDataModule):
         to train with (e.g. ``scheme="IOB1", target_scheme="BIOUL"`` for CoNLL-2003); the
         conversion repairs malformed chunks as :func:`~seqlearn.tag_schemes.convert_tags`
         documents.  :attr:`tag_scheme` is the scheme the batches use.
+    repair_tags: with ``scheme`` and no conversion, a sentence whose tags break the scheme
+        (``I-PER`` after ``O`` in strict BIO) raises :class:`DataError` naming the file and the
+        line of the offending token; with ``repair_tags=True`` it is repaired instead (as
+        ``convert_tags(tags, scheme, scheme)`` does: a stray ``I-`` opens a chunk) and one
+        warning counts the repaired sentences.
     lowercase: lowercases words for the word vocabulary only; characters keep their case.
     min_freq, max_size: of the word vocabulary (the tag vocabulary keeps every training tag,
         with ``<pad>`` only, and the character vocabulary every training character).
@@ -383,6 +389,7 @@ class TaggingDataModule(_SplitsDataModule):
         tag_field: str = "upos",
         scheme: str | None = None,
         target_scheme: str | None = None,
+        repair_tags: bool = False,
         lowercase: bool = False,
         max_length: int | None = None,
         limit: int | None = None,
@@ -416,6 +423,7 @@ class TaggingDataModule(_SplitsDataModule):
         self.tag_field = tag_field
         self.scheme = None if scheme is None else canonical_scheme(scheme)
         self.target_scheme = None if target_scheme is None else canonical_scheme(target_scheme)
+        self.repair_tags = repair_tags
         self.char_features = char_features
         self.word_vocab = word_vocab
         self.tag_vocab = tag_vocab
@@ -427,15 +435,17 @@ class TaggingDataModule(_SplitsDataModule):
         return self.target_scheme or self.scheme
 
     def _read(self, source: TaggedSource, split: str) -> list[TaggedSentence]:
+        one_token_per_line = False  # then a token's line is its sentence's line plus its index
         if isinstance(source, (str, os.PathLike)):
             path = self._path(source)
             max_length = self.max_length if split == "train" else None
             # words are lowercased at encoding time, so characters keep their case
-            if (self.format or ("conllu" if path.name.endswith((".conllu", ".conllu.gz")) else "conll")) == "conllu":
-                sentences = read_conllu(path, tag_field=self.tag_field, max_length=max_length, limit=self.limit)
-            else:
+            one_token_per_line = (self.format or ("conllu" if path.name.endswith((".conllu", ".conllu.gz")) else "conll")) == "conll"
+            if one_token_per_line:
                 sentences = read_conll(path, token_column=self.token_column, tag_column=self.tag_column,
                                        max_length=max_length, limit=self.limit)  # fmt: skip
+            else:
+                sentences = read_conllu(path, tag_field=self.tag_field, max_length=max_length, limit=self.limit)
         elif isinstance(source, Sequence) and all(isinstance(s, TaggedSentence) for s in source):
             sentences = self._filter(source, split, lambda s: len(s.tokens), lambda s: s)
         else:
@@ -445,7 +455,30 @@ class TaggingDataModule(_SplitsDataModule):
             sentences = [
                 dataclasses.replace(s, tags=convert_tags(s.tags, self.scheme, self.target_scheme)) for s in sentences
             ]
+        elif self.scheme is not None:
+            sentences = self._check_scheme(sentences, self._where(source, split), one_token_per_line)
         return sentences
+
+    def _check_scheme(self, sentences: list[TaggedSentence], where: str, one_token_per_line: bool) -> list[TaggedSentence]:
+        checked, repaired = [], 0
+        for s in sentences:
+            bad = find_violation(s.tags, self.scheme)
+            if bad is None:
+                checked.append(s)
+            elif self.repair_tags:
+                checked.append(dataclasses.replace(s, tags=convert_tags(s.tags, self.scheme, self.scheme)))
+                repaired += 1
+            else:
+                what = (f"tag {s.tags[bad]!r} of token {s.tokens[bad]!r} may not follow "
+                        f"{s.tags[bad - 1] if bad else 'the sentence start'!r}" if bad < len(s.tags)
+                        else f"the sentence may not end with {s.tags[-1]!r}")  # fmt: skip
+                line = s.line + min(bad, len(s.tags) - 1) if one_token_per_line else s.line
+                raise DataError(f"{what} in the {self.scheme} scheme (pass repair_tags=True to repair such "
+                                "sentences, or target_scheme to convert them)", where, line)  # fmt: skip
+        if repaired:
+            warnings.warn(f"{where}: repaired the tags of {repaired} sentences that broke the {self.scheme} scheme",
+                          stacklevel=2)  # fmt: skip
+        return checked
 
     def _words(self, tokens: Sequence[str]) -> list[str]:
         return [t.lower() for t in tokens] if self.lowercase else list(tokens)

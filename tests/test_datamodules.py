@@ -258,3 +258,25 @@ def test_ud_ewt_dev_batches_align(shared_data):
     dm.setup("fit")
     assert len(dm.examples["train"]) == 300 and 10 < len(dm.tag_vocab) <= 18  # <= 17 UPOS + <pad>
     check_tagging_batches(dm, "valid", dm.val_dataloader())
+
+
+BROKEN_BIO = "-DOCSTART- O\n\nPeter B-PER\nlives O\n\nin O\nNew I-LOC\nYork I-LOC\n"
+
+
+def test_tags_breaking_the_scheme_name_file_and_line(tmp_path):
+    path = tmp_path / "broken.txt"
+    path.write_text(BROKEN_BIO)
+    dm = TaggingDataModule(path, scheme="BIO")
+    with pytest.raises(DataError) as err:
+        dm.setup("fit")
+    assert err.value.path == str(path) and err.value.line == 7  # "New I-LOC" after "in O"
+    assert "'I-LOC'" in str(err.value) and "'O'" in str(err.value)
+
+
+def test_repair_tags_opens_a_chunk_and_warns(tmp_path):
+    path = tmp_path / "broken.txt"
+    path.write_text(BROKEN_BIO)
+    dm = TaggingDataModule(path, scheme="BIO", repair_tags=True)
+    with pytest.warns(UserWarning, match="repaired the tags of 1 sentences"):
+        sentences = dm.split("train")
+    assert [s.tags for s in sentences] == [["B-PER", "O"], ["O", "B-LOC", "I-LOC"]]
