@@ -33,6 +33,7 @@ from . import registry, search
 from .batching import Padded, TranslationBatch, pad
 from .encoder import RNNEncoder
 from .errors import ConfigError
+from .optim import OPTIMIZERS, build_optimizer
 from .search import Hypothesis
 from .tokenizers import get_tokenizer
 from .vocab import Vocab
@@ -224,7 +225,7 @@ class Seq2Seq(pl.LightningModule):
         unknown = set(freeze) - set(FREEZABLE)
         if unknown:
             raise ConfigError(f"cannot freeze {sorted(unknown)}; choose from {', '.join(FREEZABLE)}")
-        if optimizer not in ("adam", "rmsprop", "sgd"):
+        if optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be adam, rmsprop or sgd; got {optimizer!r}")
         if lr_scheduler not in ("none", "plateau", "step", "exponential", "cosine"):
             raise ConfigError(f"lr_scheduler must be none, plateau, step, exponential or cosine; got {lr_scheduler!r}")
@@ -444,17 +445,7 @@ class Seq2Seq(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         h = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
-        # One kernel for all parameters: Adam's step is ~10x faster on CPU.  Not under fp16
-        # AMP, whose gradient clipping cannot unscale for a fused optimizer.
-        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
-        fast = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params) and not precision.startswith("16")
-        if h.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=h.lr, weight_decay=h.weight_decay, fused=fast or None)
-        elif h.optimizer == "rmsprop":
-            opt = torch.optim.RMSprop(params, lr=h.lr, weight_decay=h.weight_decay, momentum=h.momentum, foreach=fast or None)
-        else:
-            opt = torch.optim.SGD(params, lr=h.lr, weight_decay=h.weight_decay, momentum=h.momentum, fused=fast or None)
+        opt = build_optimizer(self, h.optimizer, h.lr, h.weight_decay, h.momentum)
         if h.lr_scheduler == "none":
             return opt
         if h.lr_scheduler == "plateau":

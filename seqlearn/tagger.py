@@ -42,13 +42,14 @@ from seqeval import metrics as seqeval_metrics
 from seqeval import scheme as seqeval_scheme
 from torch import nn
 
-from . import tag_schemes
+from . import registry, tag_schemes
 from .batching import Padded, TaggingBatch, pad, pad_nested
-from .char_features import CHAR_FEATURES, build_char_features
+from .char_features import build_char_features
 from .crf import CRF
 from .embeddings import EmbeddingCoverage, load_embeddings
 from .encoder import RNNEncoder
 from .errors import ConfigError
+from .optim import OPTIMIZERS, build_optimizer
 from .tokenizers import get_tokenizer
 from .vocab import Vocab
 
@@ -57,7 +58,6 @@ __all__ = ["Tagger", "TaggedText", "TextSpan", "tagging_metrics", "datamodule_ar
 log = logging.getLogger(__name__)
 
 HEADS = ("crf", "softmax")
-OPTIMIZERS = ("adam", "sgd")
 # seqlearn scheme name -> seqeval's scheme class for strict-mode span matching
 _SEQEVAL_SCHEMES = {
     "BIO": seqeval_scheme.IOB2,
@@ -189,7 +189,7 @@ class Tagger(pl.LightningModule):
         _check_choice("head", head, HEADS)
         _check_choice("optimizer", optimizer, OPTIMIZERS)
         if char_features is not None:
-            _check_choice("char_features", char_features, tuple(CHAR_FEATURES))
+            registry.char_features.get(char_features)  # an unknown name fails here, with suggestions
             if char_vocab is None:
                 raise ConfigError(f"char_features={char_features!r} needs a char_vocab (or set char_features=None)")
         self.save_hyperparameters()
@@ -317,15 +317,7 @@ class Tagger(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
-        # One fused kernel for all parameters: Adam's step over the word embeddings is ~7x
-        # faster on CPU.  Not under fp16 AMP, whose gradient clipping cannot unscale it.
-        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
-        fused = all(p.device.type in ("cpu", "cuda") for p in params) and not precision.startswith("16")
-        if hp.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay, fused=fused or None)
-        else:
-            opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, fused=fused or None)
+        opt = build_optimizer(self, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
         if hp.lr_decay <= 0:
             return opt
         decay = hp.lr_decay

@@ -243,6 +243,18 @@ def test_optimizers_and_schedulers(optimizer, scheduler, expected):
         assert type(sched).__name__ == expected
 
 
+@pytest.mark.parametrize("precision, fused", [("32-true", True), ("bf16-mixed", False)])
+def test_clipped_training_steps_at_any_precision(precision, fused):
+    # mixed precision clips after unscaling, which a fused optimizer does not allow
+    model = _model()
+    data = DataLoader([_batch(model, PAIRS)], batch_size=None)
+    trainer = _trainer(max_steps=2, precision=precision, gradient_clip_val=1.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer.fit(model, data)
+    assert bool(trainer.optimizers[0].defaults["fused"]) is fused
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
 # -- fine-tuning ---------------------------------------------------------------------------------
 
 

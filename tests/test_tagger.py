@@ -15,7 +15,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from seqlearn import cli, registry, tag_schemes
 from seqlearn.cells import Cell
 from seqlearn.datamodules import TaggingDataModule
-from seqlearn.errors import ConfigError
+from seqlearn.errors import ConfigError, UnknownComponentError
 from seqlearn.readers import read_conll
 from seqlearn.tagger import Tagger, TextSpan, tag_lines, tagging_metrics
 from seqlearn.tagger_cli import is_tagger_config
@@ -269,7 +269,7 @@ def test_bad_configurations_are_config_errors():
         Tagger(words, tags, chars, head="mlp")
     with pytest.raises(ConfigError, match="needs a char_vocab"):
         Tagger(words, tags, None)
-    with pytest.raises(ConfigError, match="char_features must be one of"):
+    with pytest.raises(UnknownComponentError, match="unknown char feature extractor 'rnn'.*Did you mean"):
         Tagger(words, tags, chars, char_features="rnn")
     with pytest.raises(ConfigError, match="unknown tag scheme"):
         Tagger(words, tags, chars, scheme="BILUO-X")
