@@ -11,8 +11,10 @@ width it was padded to and whatever else is in the batch.
 * :class:`CharBiLSTM` (Lample et al., 2016): the final states of a bidirectional LSTM
   over the characters, forward and backward concatenated.
 
-They are chosen by name through :data:`CHAR_FEATURES` (``"cnn"``, ``"bilstm"``) and
-:func:`build_char_features`; the registry has no kind for word feature extractors yet.
+They are registered in :data:`seqlearn.registry.char_features` as ``"cnn"`` and
+``"bilstm"``; :func:`build_char_features` builds one by name.  A plugin extractor takes
+``(num_chars, char_dim=, out_dim=, padding_idx=)`` and maps ``(batch, len, max_word_len)``
+character ids to ``(batch, len, out_dim)``.
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from . import registry
 from .errors import ConfigError
 
-__all__ = ["CharCNN", "CharBiLSTM", "CHAR_FEATURES", "build_char_features"]
+__all__ = ["CharCNN", "CharBiLSTM", "build_char_features"]
 
 
 def _per_word(
@@ -43,6 +46,7 @@ def _per_word(
     return encoded.new_zeros(batch * length, out_dim).index_copy(0, rows, encoded).view(batch, length, out_dim)
 
 
+@registry.char_features.register("cnn")
 class CharCNN(nn.Module):
     """Convolution over character embeddings, max-pooled over each word's characters.
 
@@ -72,6 +76,7 @@ class CharCNN(nn.Module):
         return h.masked_fill(~mask.unsqueeze(1), float("-inf")).amax(-1)
 
 
+@registry.char_features.register("bilstm")
 class CharBiLSTM(nn.Module):
     """Bidirectional LSTM over character embeddings; a word's feature is the forward
     state after its last character concatenated with the backward state after its
@@ -101,11 +106,6 @@ class CharBiLSTM(nn.Module):
         return torch.cat([h[0], h[1]], dim=-1)
 
 
-CHAR_FEATURES: dict[str, type[nn.Module]] = {"cnn": CharCNN, "bilstm": CharBiLSTM}
-
-
 def build_char_features(name: str, num_chars: int, char_dim: int, out_dim: int, padding_idx: int = 0) -> nn.Module:
-    """The extractor ``name`` (a key of :data:`CHAR_FEATURES`) with these sizes."""
-    if name not in CHAR_FEATURES:
-        raise ConfigError(f"unknown char features {name!r}; available: {', '.join(CHAR_FEATURES)}")
-    return CHAR_FEATURES[name](num_chars, char_dim=char_dim, out_dim=out_dim, padding_idx=padding_idx)
+    """The extractor registered as ``name`` with these sizes (stamped with its provenance)."""
+    return registry.char_features.build(name, num_chars, char_dim=char_dim, out_dim=out_dim, padding_idx=padding_idx)

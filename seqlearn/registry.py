@@ -1,7 +1,8 @@
 """Component registries: one decorator for built-ins, notebooks and plugins alike.
 
 There is one registry per kind of component -- :data:`cells`, :data:`attentions`,
-:data:`decoders` and :data:`tokenizers` -- fed in two ways:
+:data:`decoders`, :data:`tokenizers` and :data:`char_features` (word features from
+characters, for taggers) -- fed in two ways:
 
 * the :meth:`Registry.register` decorator, used by seqlearn's own modules, by a
   notebook cell and by a plugin module alike::
@@ -43,8 +44,14 @@ from typing import Any, Iterator
 
 from .errors import DuplicateComponentError, PluginLoadError, UnknownComponentError
 
-KINDS = ("cells", "attentions", "decoders", "tokenizers")
-_SINGULAR = {"cells": "cell", "attentions": "attention", "decoders": "decoder", "tokenizers": "tokenizer"}
+KINDS = ("cells", "attentions", "decoders", "tokenizers", "char_features")
+_SINGULAR = {
+    "cells": "cell",
+    "attentions": "attention",
+    "decoders": "decoder",
+    "tokenizers": "tokenizer",
+    "char_features": "char feature extractor",
+}
 BUILTIN_DISTRIBUTION = "seqlearn"
 
 
@@ -317,7 +324,8 @@ cells = Registry("cells")
 attentions = Registry("attentions")
 decoders = Registry("decoders")
 tokenizers = Registry("tokenizers")
-registries: dict[str, Registry] = {r.kind: r for r in (cells, attentions, decoders, tokenizers)}
+char_features = Registry("char_features")
+registries: dict[str, Registry] = {r.kind: r for r in (cells, attentions, decoders, tokenizers, char_features)}
 
 
 def provenance(component: Any) -> Provenance | None:

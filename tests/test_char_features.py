@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seqlearn.char_features import CHAR_FEATURES, CharBiLSTM, CharCNN, build_char_features
-from seqlearn.errors import ConfigError
+from seqlearn import registry
+from seqlearn.char_features import CharBiLSTM, CharCNN, build_char_features
+from seqlearn.errors import ConfigError, UnknownComponentError
 
 torch.set_num_threads(1)
 
@@ -22,7 +23,7 @@ def _batch(words: list[list[list[int]]], width: int, length: int) -> torch.Tenso
     return out
 
 
-@pytest.fixture(params=sorted(CHAR_FEATURES))
+@pytest.fixture(params=["bilstm", "cnn"])
 def extractor(request):
     torch.manual_seed(0)
     return build_char_features(request.param, num_chars=14, char_dim=6, out_dim=8).eval()
@@ -86,8 +87,14 @@ def test_gradients_reach_char_embeddings(extractor):
     assert torch.equal(grad[PAD], torch.zeros_like(grad[PAD]))
 
 
+def test_extractors_are_registered_builtins():
+    for name, cls in (("cnn", CharCNN), ("bilstm", CharBiLSTM)):
+        assert registry.char_features.get(name) is cls and registry.char_features.provenance(name).builtin
+        assert build_char_features(name, 10, 4, 8).provenance.name == name
+
+
 def test_bad_configuration_errors():
-    with pytest.raises(ConfigError, match="unknown char features 'rnn'.*cnn"):
+    with pytest.raises(UnknownComponentError, match="unknown char feature extractor 'rnn'.*cnn"):
         build_char_features("rnn", 10, 4, 8)
     with pytest.raises(ConfigError, match="even"):
         CharBiLSTM(10, out_dim=7)
