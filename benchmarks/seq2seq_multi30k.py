@@ -12,7 +12,9 @@ gradient clipping 5.  Prints one JSON line.
 
 train-speed: target tokens (EOS included, padding not) per second over updates 51-250.
 decode-speed: beam 5, max length 50, GNMT length penalty alpha 1, batches of 64, test2016;
-generation time only.  BLEU is sacreBLEU with tokenize="none" on the lowercased tokenized
+generation time only.  timed-bleu: train for --minutes of wall-clock time from process start
+(data loading included), validating each epoch; the epoch with the best validation loss
+translates test2016 (beam 5 as above).  BLEU is sacreBLEU with tokenize="none" on the lowercased tokenized
 text (the peers' metric).  Peak RSS is the process's.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import os
 import re
 import resource
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +33,7 @@ START = time.time()  # the timed-bleu budget counts from process start, as the p
 import pytorch_lightning as pl  # noqa: E402
 import sacrebleu  # noqa: E402
 import torch  # noqa: E402
+from pytorch_lightning.callbacks import ModelCheckpoint  # noqa: E402
 
 from seqlearn import Seq2Seq  # noqa: E402
 from seqlearn.datamodules import TranslationDataModule  # noqa: E402
@@ -95,10 +99,11 @@ class StepClock(pl.Callback):
 
 
 def trainer(**kw) -> pl.Trainer:
-    return pl.Trainer(
+    options = dict(
         accelerator="auto", devices=1, gradient_clip_val=5.0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, **kw,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
     )  # fmt: skip
+    return pl.Trainer(**{**options, **kw})
 
 
 def peak_rss_mb() -> float:
@@ -157,8 +162,13 @@ def main() -> None:
         result.update(updates=len(clock.times), bleu_tok=round(bleu, 2), decode_sents_per_s=round(sents_per_s, 1),
                       mean_hyp_len=round(hyp_len, 2))
     else:
+        # validation loss after every epoch; the best epoch's weights translate the test set
+        best = ModelCheckpoint(dirpath=tempfile.mkdtemp(), monitor="val_loss", save_top_k=1, save_weights_only=True)
         budget = args.minutes * 60 - (time.time() - START)
-        trainer(max_time={"seconds": budget}, max_epochs=-1, callbacks=[clock], precision=args.precision).fit(model, dm)
+        trainer(max_time={"seconds": budget}, max_epochs=-1, callbacks=[clock, best], precision=args.precision,
+                enable_checkpointing=True, limit_val_batches=None).fit(model, dm)
+        model.load_state_dict(torch.load(best.best_model_path, weights_only=True)["state_dict"])
+        result.update(best_epoch_val_loss=round(float(best.best_model_score), 4), best_checkpoint=best.best_model_path)
         bleu, sents_per_s, hyp_len = bleu_tok(model, dm)
         result.update(updates=len(clock.times), bleu_tok=round(bleu, 2), decode_sents_per_s=round(sents_per_s, 1),
                       mean_hyp_len=round(hyp_len, 2),

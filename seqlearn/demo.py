@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seqlearn.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="artifacts/demo", help="folder for the checkpoint and the plot")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--max-seconds", type=float, default=150.0, help="training time budget")
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     pl.seed_everything(args.seed, verbose=False)
-    data = TranslationDataModule("default", max_tokens=2048, seed=args.seed)
+    data = TranslationDataModule("default", max_tokens=512, seed=args.seed)
     data.setup("fit")
     print(f"default task: {len(data.split('train'))} training pairs, vocabularies "
           f"{len(data.src_vocab)} (en) / {len(data.tgt_vocab)} (de)")
