@@ -45,9 +45,16 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _missing_checkpoint(command: str, path: str) -> bool:
+    """Say so on stderr (exit status 2 follows) rather than show a traceback."""
+    if os.path.isfile(path):
+        return False
+    print(f"seqlearn {command}: {path}: no such checkpoint file", file=sys.stderr)
+    return True
+
+
 def _translate(args: argparse.Namespace) -> int:
-    if not os.path.isfile(args.ckpt):
-        print(f"seqlearn translate: {args.ckpt}: no such checkpoint file", file=sys.stderr)
+    if _missing_checkpoint("translate", args.ckpt):
         return 2
     from .seq2seq import Seq2Seq
     from .seq2seq_cli import translate_lines
@@ -79,7 +86,7 @@ def _add_seq2seq_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beam-size", type=int, default=5, help="beam width; 1 is greedy search (default 5)")
     p.add_argument("--n-best", type=int, default=1, help="hypotheses per sentence, at most the beam size (default 1)")
     p.add_argument("--max-length", type=int, default=None,
-                   help="decoding steps, </s> included (default: twice the longest source of the batch + 10)")
+                   help="decoding steps, </s> included (default: 100, or twice the longest input + 10 if more)")
     p.add_argument("--min-length", type=int, default=0, help="tokens before </s> is allowed (default 0)")
     p.add_argument("--length-penalty", choices=["gnmt", "average"], default=None,
                    help="divide scores by ((5+|y|)/6)^alpha (gnmt) or |y|^alpha (average); default none")
@@ -95,8 +102,7 @@ def _add_seq2seq_parsers(sub: argparse._SubParsersAction) -> None:
 def _tag(args: argparse.Namespace) -> int:
     from .tagger import Tagger, tag_lines
 
-    if not os.path.isfile(args.ckpt):
-        print(f"seqlearn tag: {args.ckpt}: no such checkpoint file", file=sys.stderr)
+    if _missing_checkpoint("tag", args.ckpt):
         return 2
     tagger = Tagger.load_from_checkpoint(args.ckpt, map_location=args.device)
     tag_lines(tagger, sys.stdin, sys.stdout, batch_size=args.batch_size, confidence=args.confidence)
@@ -106,7 +112,7 @@ def _tag(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqlearn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("plugins", help="list registered cells, attentions, decoders and tokenizers with their origin")
+    p = sub.add_parser("plugins", help="list registered cells, attentions, decoders, tokenizers and char features with their origin")
     p.set_defaults(func=_plugins)
     p = sub.add_parser(
         "tag",

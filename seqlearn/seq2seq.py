@@ -323,6 +323,10 @@ class Seq2Seq(pl.LightningModule):
         from . import __version__
 
         checkpoint["seqlearn"] = {"version": __version__, "provenance": self.provenance()}
+        # LightningCLI adds import paths (_class_path, _instantiator) that loading would import
+        # and call; a Seq2Seq checkpoint is loaded as a Seq2Seq, so it keeps plain values only
+        hparams = checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY) or {}
+        checkpoint[self.CHECKPOINT_HYPER_PARAMS_KEY] = {k: v for k, v in hparams.items() if not k.startswith("_")}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.checkpoint_provenance = checkpoint.get("seqlearn", {}).get("provenance")

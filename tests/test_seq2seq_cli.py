@@ -46,6 +46,8 @@ def test_fit_hands_the_data_vocabularies_to_the_model(checkpoint):
     assert ckpt["hyper_parameters"]["src_vocab"]["itos"] == data.src_vocab.itos
     assert ckpt["hyper_parameters"]["tgt_vocab"]["itos"] == data.tgt_vocab.itos
     assert ckpt["hyper_parameters"]["hidden_size"] == 16
+    # no import paths that loading would import and call (LightningCLI's _class_path, _instantiator)
+    assert not [k for k in ckpt["hyper_parameters"] if k.startswith("_")]
 
 
 def test_translate_matches_the_python_api(checkpoint):
