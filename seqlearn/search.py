@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -53,11 +53,23 @@ class Hypothesis:
     score: the search score; see each strategy for what it contains.
     attention: ``(len(tokens) + 1, src_len)`` (``len(tokens)`` rows when cut at
         ``max_length`` without ``</s>``), or None when the model gives no attention.
+    source: the source tokens, when the caller knows them (``Seq2Seq.translate`` does);
+        a notebook labels the attention's columns with them.
+
+    In a notebook a hypothesis with attention displays as an alignment widget.
     """
 
     tokens: list
     score: float
     attention: torch.Tensor | None = None
+    source: list | None = None
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+        try:
+            from .widgets import hypothesis_mimebundle
+        except ImportError:  # the notebook extra (anywidget) is not installed
+            return {"text/plain": repr(self)}
+        return hypothesis_mimebundle(self, include=include, exclude=exclude)
 
 
 def _gnmt(length: float, alpha: float) -> float:

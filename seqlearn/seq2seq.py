@@ -515,6 +515,7 @@ class Seq2Seq(pl.LightningModule):
                         self._strings(h.tokens),
                         h.score,
                         h.attention[:, :src_len].cpu() if return_attention and h.attention is not None else None,
+                        token_lists[i],
                     )
                     for h in hyps
                 ]

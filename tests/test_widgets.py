@@ -482,3 +482,17 @@ def test_hypothesis_display_hook():
     assert "application/vnd.jupyter.widget-view+json" in data and "<svg" in data["text/html"]
     assert data["text/plain"] == repr(hyp)
     assert hypothesis_mimebundle(Hypothesis(["a"], -0.5, None)) == {"text/plain": repr(Hypothesis(["a"], -0.5, None))}
+
+
+def test_a_hypothesis_displays_as_its_alignment_labelled_with_its_source():
+    from seqlearn.search import Hypothesis
+
+    weights = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.0, 0.1, 0.9]])
+    hyp = Hypothesis(["ein", "und"], -1.5, weights, source=["one", "<b>&"])
+    data, _ = hyp._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert data["text/plain"] == repr(hyp)
+    svg = data["text/html"]
+    assert ">one<" in svg and "&lt;b&gt;&amp;" in svg and "<b>&" not in svg
+    # without attention there is nothing to draw: plain text only
+    assert Hypothesis(["ein"], -0.5)._repr_mimebundle_() == {"text/plain": repr(Hypothesis(["ein"], -0.5))}
