@@ -54,3 +54,8 @@ class DuplicateComponentError(RegistryError):
 
 class PluginLoadError(RegistryError, ImportError):
     """An entry point could not be imported; the original exception is chained."""
+
+
+class ExportError(SeqlearnError, ValueError):
+    """A model or component cannot be exported for serving (the message names it and
+    says why), or an exported graph does not reproduce the model's own outputs."""
