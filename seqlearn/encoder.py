@@ -19,8 +19,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from . import registry
-from .cells import State, cell_output, map_state
-from .errors import DataError
+from .cells import State, cell_output, map_state, state_tensors
+from .errors import ConfigError, DataError
 
 
 # fused_mode of a built-in cell -> the PyTorch module that runs it over whole sequences
@@ -169,6 +169,12 @@ class RNNEncoder(nn.Module):
     """Stacked, optionally bidirectional recurrent encoder of any registered cell.
 
     Between layers (not after the top one) variational dropout ``dropout`` is applied.
+
+    A unidirectional encoder also runs one token at a time for streaming inference:
+    ``state = encoder.init_state(batch)`` then ``out, state = encoder.step(x_t, state)``
+    gives the outputs of :meth:`forward` (in eval mode) with memory that does not grow
+    with the stream.  Its state is a ``dict[str, Tensor]``, every tensor batch-first, as
+    the search strategies of :mod:`seqlearn.search` expect.
     """
 
     def __init__(
@@ -188,6 +194,9 @@ class RNNEncoder(nn.Module):
             RNNLayer(cell, input_size if i == 0 else dirs * hidden_size, hidden_size, bidirectional, cell_options)
             for i in range(num_layers)
         )
+        probe = self.layers[0].cells[0].init_state(1)
+        self._tuple_state = not isinstance(probe, torch.Tensor)
+        self._state_arity = len(state_tensors(probe))
 
     @property
     def output_size(self) -> int:
@@ -203,9 +212,15 @@ class RNNEncoder(nn.Module):
         for layer in self.layers:
             layer.use_fused = value and layer.fused_mode is not None
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, list[State]]:
-        """Encode ``x`` ``(batch, len, input_size)`` with true ``lengths`` ``(batch,)``.
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, state: Sequence[State] | None = None
+    ) -> tuple[torch.Tensor, list[State]]:
+        """Encode ``x`` ``(batch, len, input_size)`` with true ``lengths`` ``(batch,)`` (None:
+        every sequence is full length).
 
+        ``state``: the initial state of every layer, bottom first, laid out like the final
+        states returned (None: the cells' zero states) -- a language model passes the
+        final states of one window as the initial states of the next.
         Returns the top layer's outputs ``(batch, len, dirs * hidden)`` (zero at padding)
         and the final state of every layer, bottom first, each tensor of it
         ``(batch, dirs * hidden)`` with the directions concatenated ``[forward; backward]``.
@@ -214,9 +229,48 @@ class RNNEncoder(nn.Module):
         for i, layer in enumerate(self.layers):
             if i > 0:
                 x = locked_dropout(x, self.dropout, self.training)
-            x, final = layer(x, lengths)
+            initial = None if state is None else self._directions(state[i], len(layer.cells))
+            x, final = layer(x, lengths, initial)
             finals.append(final)
         return x, finals
+
+    @staticmethod
+    def _directions(state: State, dirs: int) -> list[State]:
+        """A layer state with the directions concatenated, as one state per direction."""
+        return [map_state(lambda t: t.chunk(dirs, -1)[d], state) for d in range(dirs)]
+
+    # streaming ------------------------------------------------------------------------
+    def pack_state(self, states: Sequence[State]) -> dict[str, torch.Tensor]:
+        """Per-layer states (bottom first) as one flat dict ``hidden.<layer>.<part>``."""
+        return {f"hidden.{i}.{k}": t for i, s in enumerate(states) for k, t in enumerate(state_tensors(s))}
+
+    def unpack_state(self, state: dict[str, torch.Tensor]) -> list[State]:
+        """The inverse of :meth:`pack_state` (other keys of ``state`` are ignored)."""
+        layers: list[State] = []
+        for i in range(len(self.layers)):
+            parts = tuple(state[f"hidden.{i}.{k}"] for k in range(self._state_arity))
+            layers.append(parts if self._tuple_state else parts[0])
+        return layers
+
+    def _check_streamable(self) -> None:
+        if self.layers[0].bidirectional:
+            raise ConfigError("streaming needs a unidirectional encoder: a backward direction reads the future")
+
+    def init_state(
+        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The streaming state before the first token: each cell's zero state ``(batch, hidden)``."""
+        self._check_streamable()
+        return self.pack_state([layer.cells[0].init_state(batch, device, dtype) for layer in self.layers])
+
+    def step(self, x: torch.Tensor, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One time step: ``x`` ``(batch, input_size)`` -> the top layer's output
+        ``(batch, hidden)`` and the new state.  No dropout: this is inference."""
+        self._check_streamable()
+        states = self.unpack_state(state)
+        for i, layer in enumerate(self.layers):
+            x, states[i] = layer.cells[0](x, states[i])
+        return x, {**state, **self.pack_state(states)}
 
     def final_output(self, finals: list[State]) -> torch.Tensor:
         """The top layer's final output ``(batch, dirs * hidden)`` (an LSTM's ``h``, not ``c``)."""

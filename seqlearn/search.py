@@ -27,6 +27,9 @@ Conventions shared by all strategies (what tests and :meth:`Seq2Seq.translate` r
 * ``|y|`` (the length in the length penalty) is the number of scored steps, i.e. the
   number of attention rows: ``</s>`` counts.
 * ``min_length`` forbids ``</s>`` before ``min_length`` tokens have been produced.
+* ``bos_index`` is the token fed at the first step: an int for every sentence, or a
+  ``(batch,)`` LongTensor with one per sentence (a language model continuing prompts
+  feeds each prompt's last token).
 """
 from __future__ import annotations
 
@@ -116,6 +119,15 @@ def _batch_size(state: State) -> tuple[int, torch.device]:
     raise ConfigError("the initial search state holds no tensor, so its batch size is unknown")
 
 
+def _first_tokens(bos_index: int | torch.Tensor, batch: int, copies: int, device: torch.device) -> torch.Tensor:
+    """The tokens fed at the first step, ``(batch * copies,)``, each sentence's ``copies`` rows together."""
+    if torch.is_tensor(bos_index):
+        if bos_index.shape != (batch,):
+            raise ConfigError(f"bos_index must be an int or a ({batch},) tensor, got shape {tuple(bos_index.shape)}")
+        return bos_index.to(device=device, dtype=torch.long).repeat_interleave(copies)
+    return torch.full((batch * copies,), bos_index, dtype=torch.long, device=device)
+
+
 def _select(state: State, index: torch.Tensor) -> State:
     """Rows ``index`` of every tensor in ``state`` (repeat, reorder or drop rows)."""
     return {k: v.index_select(0, index) if torch.is_tensor(v) else v for k, v in state.items()}
@@ -175,7 +187,8 @@ def _check_lengths(max_length: int, min_length: int) -> None:
 
 
 def _decode_rows(step: StepFn, state: State, choose: Callable[[torch.Tensor], torch.Tensor], *, copies: int,
-                 bos_index: int, eos_index: int, max_length: int, min_length: int) -> list[list[Hypothesis]]:
+                 bos_index: int | torch.Tensor, eos_index: int, max_length: int,
+                 min_length: int) -> list[list[Hypothesis]]:
     """Decode ``copies`` independent rows per sentence, one token per row per step.
 
     ``choose(log_probs (N, V)) -> (N,)`` picks the next token.  Rows that produced ``</s>``
@@ -186,7 +199,7 @@ def _decode_rows(step: StepFn, state: State, choose: Callable[[torch.Tensor], to
     total = batch * copies
     rows = torch.arange(total, device=device)  # original row of each live row
     state = _select(state, rows // copies)
-    prev = torch.full((total,), bos_index, dtype=torch.long, device=device)
+    prev = _first_tokens(bos_index, batch, copies, device)
     tokens = torch.full((total, max_length), eos_index, dtype=torch.long, device=device)
     lengths = torch.full((total,), max_length, dtype=torch.long, device=device)
     scores: torch.Tensor | None = None
@@ -217,7 +230,7 @@ def _decode_rows(step: StepFn, state: State, choose: Callable[[torch.Tensor], to
                        None if attention is None else attention.view(*view, *attention.shape[1:]))
 
 
-def greedy_search(step: StepFn, state: State, *, bos_index: int, eos_index: int, max_length: int,
+def greedy_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eos_index: int, max_length: int,
                   min_length: int = 0) -> list[list[Hypothesis]]:
     """The most probable token at every step.
 
@@ -247,7 +260,7 @@ def _restrict(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     return logits
 
 
-def sample(step: StepFn, state: State, *, bos_index: int, eos_index: int, max_length: int,
+def sample(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eos_index: int, max_length: int,
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, num_samples: int = 1,
            generator: torch.Generator | None = None, min_length: int = 0) -> list[list[Hypothesis]]:
     """Ancestral sampling from ``softmax(log_probs / temperature)``, restricted to the top-k
@@ -334,9 +347,9 @@ class _Finished:
         return _hypotheses(self.scores, self.tokens, self.lengths, self.steps, self.attention)
 
 
-def beam_search(step: StepFn, state: State, *, bos_index: int, eos_index: int, beam_size: int, n_best: int = 1,
-                max_length: int, min_length: int = 0, length_penalty: str | None = None, alpha: float = 1.0,
-                block_ngram_repeat: int = 0, coverage_penalty: float = 0.0,
+def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eos_index: int, beam_size: int,
+                n_best: int = 1, max_length: int, min_length: int = 0, length_penalty: str | None = None,
+                alpha: float = 1.0, block_ngram_repeat: int = 0, coverage_penalty: float = 0.0,
                 src_mask: torch.Tensor | None = None) -> list[list[Hypothesis]]:
     """Beam search over all sentences and beams at once (one ``step`` call per time step).
 
@@ -376,7 +389,7 @@ def beam_search(step: StepFn, state: State, *, bos_index: int, eos_index: int, b
     state = _select(state, torch.arange(batch, device=device).repeat_interleave(width))
     sentence_ids = torch.arange(batch, device=device)  # original index of each live sentence
     beam_offsets = torch.arange(width, device=device)
-    prev = torch.full((batch * width,), bos_index, dtype=torch.long, device=device)
+    prev = _first_tokens(bos_index, batch, width, device)
     history = torch.empty(batch * width, 0, dtype=torch.long, device=device)  # (rows, t)
     attn_history: torch.Tensor | None = None  # (rows, t, S)
     for t in range(max_length):
