@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator
 from .errors import ConfigError, DataError
 from .tokenizers import get_tokenizer
 
-__all__ = ["ParallelExample", "TaggedSentence", "read_parallel", "read_tsv", "read_conll", "read_conllu"]
+__all__ = ["ParallelExample", "TaggedSentence", "read_parallel", "read_tsv", "read_text", "read_conll", "read_conllu"]
 
 PathLike = str | os.PathLike
 
@@ -244,6 +244,38 @@ def _check_limits(max_length: int | None, limit: int | None) -> None:
         raise ConfigError(f"max_length must be >= 1 or None, got {max_length}")
     if limit is not None and limit < 0:
         raise ConfigError(f"limit must be >= 0 or None, got {limit}")
+
+
+# -- plain text ----------------------------------------------------------------------------
+
+
+def read_text(
+    path: PathLike,
+    *,
+    tokenizer: Any = "whitespace",
+    lowercase: bool = False,
+    limit: int | None = None,
+) -> list[list[str]]:
+    """The tokens of each non-blank line of a plain or gzip text file (one sentence per
+    line, as for a language model); blank lines are skipped.  ``lowercase`` applies before
+    tokenizing; ``limit`` stops after that many sentences.  A file without any text
+    raises a DataError."""
+    _check_limits(None, limit)
+    path = os.fspath(path)
+    tok = get_tokenizer(tokenizer)
+    out: list[list[str]] = []
+    lines = _iter_lines(path)
+    with closing(lines):
+        texts = (text.strip() for _, text in lines)
+        texts = (text.lower() if lowercase else text for text in texts if text)
+        while limit is None or len(out) < limit:
+            chunk = list(islice(texts, _CHUNK if limit is None else min(_CHUNK, limit - len(out))))
+            if not chunk:
+                break
+            out.extend(tokens for tokens in _tokenize_batch(tok, chunk) if tokens)
+    if not out and limit != 0:
+        raise DataError("no text: every line is blank", path)
+    return out
 
 
 # -- tagged corpora ----------------------------------------------------------------------

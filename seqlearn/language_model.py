@@ -1,0 +1,378 @@
+"""Recurrent language models: truncated BPTT over parallel streams, generation, streaming.
+
+::
+
+    dm = LanguageModelDataModule("train.en.gz", "val.en.gz", tokenizer="spacy:en", lowercase=True)
+    model = LanguageModel.from_datamodule(dm, cell="lstm", embedding_dim=256, num_layers=2)
+    pl.Trainer(max_epochs=10, gradient_clip_val=0.25).fit(model, dm)
+    model.sample("a dog", top_p=0.9)[0][0].tokens        # ['runs', 'on', 'the', 'beach', '.']
+
+Architecture: embedding -> stacked unidirectional layers of any registered cell
+(:class:`~seqlearn.encoder.RNNEncoder`) -> linear output layer over the vocabulary.
+Dropout is variational (Gal & Ghahramani 2016): one mask per stream and window, the same at
+every time step, on the embeddings (``input_dropout``), between layers and on the top
+layer's output (``dropout``).  ``tie_weights`` makes the output layer's weight *the*
+embedding matrix (Press & Wolf 2017; Inan et al. 2017); when ``hidden_size`` differs from
+``embedding_dim`` a linear projection maps the top layer's output to ``embedding_dim`` first.
+
+Truncated backpropagation through time (TBPTT)
+----------------------------------------------
+The data are parallel contiguous streams cut into windows of ``bptt`` tokens
+(:mod:`seqlearn.streams`).  Lightning 2 has no truncated-BPTT option any more, so the
+model does it itself: :meth:`training_step` starts each window from the final recurrent
+state of the previous window of the same split, *detached* (gradients flow back through
+one window only, while the state -- the context -- flows on through the whole stream).
+The state lives on the module between batches of an epoch, one per split (train,
+validation, test), and is reset to zeros at every window with offset 0 -- the first
+window of each epoch.  ``carry_state=False`` starts every window from zeros instead
+(independent windows, for comparison).  A checkpoint does not hold the carried state: a run
+resumed mid-epoch starts its next window from zeros.
+
+Logged metrics: ``train_loss`` (mean token NLL) each step, ``train_ppl`` each epoch,
+``val_loss`` and ``val_ppl`` each validation epoch (``test_*`` likewise), perplexity being
+``exp`` of the mean NLL over all tokens of the epoch.
+
+Generation and streaming
+------------------------
+Sentences are separated by ``</s>`` in the streams, so a sentence starts after ``</s>`` and
+ends at the next one.  :meth:`generate` (greedy or beam search) and :meth:`sample`
+(temperature, top-k, top-p) continue prompts through the strategies of
+:mod:`seqlearn.search`, with :meth:`start` and :meth:`search_step` as the step protocol.
+:meth:`init_state` and :meth:`step` score a stream one token at a time with constant memory::
+
+    state = model.init_state()
+    for token in "a dog runs".split():
+        log_probs, state = model.step(token, state)   # (1, V): the next token's distribution
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Callable, Iterable, Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.aggregation import MeanMetric
+
+from . import search
+from .batching import Padded, pad
+from .cells import State, map_state, state_tensors
+from .encoder import RNNEncoder, locked_dropout
+from .errors import ConfigError
+from .optim import OPTIMIZERS, build_optimizer
+from .search import Hypothesis
+from .streams import StreamBatch
+from .tokenizers import get_tokenizer
+from .vocab import Vocab
+
+__all__ = ["LanguageModel"]
+
+SPLITS = ("train", "val", "test")
+Tokens = int | str | Sequence[int | str] | torch.Tensor
+
+
+class LanguageModel(pl.LightningModule):
+    """A stacked RNN language model over any registered cell (see the module docstring).
+
+    vocab: :class:`Vocab` or its ``to_dict()`` (stored as a dict); it needs ``</s>``.
+    tokenizer, lowercase: how :meth:`generate`, :meth:`sample` and :meth:`step` read text
+        (registry name: ``"whitespace"``, ``"spacy:en"``, ``"char"``...), as the data were read.
+    cell, cell_options: the registered cell and its options; num_layers, hidden_size.
+    embedding_dim: input embeddings (and output layer when tied); hidden_size defaults to it.
+    dropout, input_dropout: variational dropout between layers and on the output, and on
+        the embeddings.
+    tie_weights: share the embedding matrix with the output layer.
+    carry_state: carry the detached state from window to window (truncated BPTT), or start
+        every window from zeros.
+    optimizer (``adam``, ``rmsprop``, ``sgd``), lr, weight_decay, momentum; lr_scheduler
+        ``"none"`` or ``"plateau"`` (multiply the learning rate by ``lr_gamma`` when
+        ``val_loss`` has not improved for ``lr_patience`` epochs, the classic recipe with SGD).
+        Clip gradients with the Trainer's ``gradient_clip_val``.
+    """
+
+    def __init__(
+        self,
+        vocab: Vocab | dict,
+        *,
+        tokenizer: str = "whitespace",
+        lowercase: bool = False,
+        cell: str = "lstm",
+        cell_options: dict[str, Any] | None = None,
+        embedding_dim: int = 256,
+        hidden_size: int | None = None,
+        num_layers: int = 2,
+        dropout: float = 0.3,
+        input_dropout: float = 0.1,
+        tie_weights: bool = True,
+        carry_state: bool = True,
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        lr_scheduler: str = "none",
+        lr_gamma: float = 0.25,
+        lr_patience: int = 0,
+    ):
+        super().__init__()
+        if isinstance(vocab, Vocab):
+            vocab = vocab.to_dict()
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
+        if lr_scheduler not in ("none", "plateau"):
+            raise ConfigError(f"lr_scheduler must be 'none' or 'plateau', got {lr_scheduler!r}")
+        for name, p in (("dropout", dropout), ("input_dropout", input_dropout)):
+            if not 0.0 <= p < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {p}")
+        hidden_size = hidden_size or embedding_dim
+        self.save_hyperparameters()
+        self.vocab = Vocab.from_dict(vocab, source="vocab")
+        if self.vocab.eos_index is None:
+            raise ConfigError("the vocabulary needs </s>: it separates the sentences of the streams")
+
+        self.embedding = nn.Embedding(len(self.vocab), embedding_dim, padding_idx=self.vocab.pad_index)
+        self.encoder = RNNEncoder(embedding_dim, hidden_size, cell, num_layers, bidirectional=False,
+                                  dropout=dropout, cell_options=cell_options)  # fmt: skip
+        self.projection = (
+            nn.Linear(hidden_size, embedding_dim) if tie_weights and hidden_size != embedding_dim else nn.Identity()
+        )
+        self.output = nn.Linear(embedding_dim if tie_weights else hidden_size, len(self.vocab))
+        nn.init.normal_(self.embedding.weight, std=embedding_dim**-0.5)
+        if tie_weights:
+            self.output.weight = self.embedding.weight
+        # specials that never follow a token in a stream: masked, so search never emits them
+        never = [i for i in (self.vocab.pad_index, self.vocab.bos_index) if i is not None]
+        self.register_buffer("_never_next", torch.tensor(never, dtype=torch.long), persistent=False)
+        # mean token NLL of each split over an epoch ("nll_train"...; a ModuleDict key may not be "train")
+        self.nll = nn.ModuleDict({f"nll_{split}": MeanMetric() for split in SPLITS})
+        #: the detached state each split's last window ended in (truncated BPTT)
+        self._carried: dict[str, list[State] | None] = {}
+
+    @classmethod
+    def from_datamodule(cls, datamodule: Any, **kwargs: Any) -> "LanguageModel":
+        """A model for the vocabulary, tokenizer and lowercasing of a
+        :class:`~seqlearn.streams.LanguageModelDataModule` (set up for fitting first)."""
+        datamodule.setup("fit")
+        return cls(datamodule.vocab, tokenizer=datamodule.tokenizer, lowercase=datamodule.lowercase, **kwargs)
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        return get_tokenizer(self.hparams.tokenizer)
+
+    # -- the network ----------------------------------------------------------------------
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return locked_dropout(self.embedding(ids), self.hparams.input_dropout, self.training)
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Next-token logits ``(..., V)`` from top-layer outputs ``(..., hidden)``."""
+        return self.output(self.projection(h)).index_fill(-1, self._never_next, float("-inf"))
+
+    def forward(self, ids: torch.Tensor, state: Sequence[State] | None = None) -> tuple[torch.Tensor, list[State]]:
+        """Logits ``(batch, len, V)`` of the token after each of ``ids`` ``(batch, len)``, and the
+        final state of every layer; ``state`` is the initial one (None: zeros)."""
+        h, finals = self.encoder(self._embed(ids), None, state)
+        return self._logits(locked_dropout(h, self.hparams.dropout, self.training)), finals
+
+    # -- truncated BPTT ---------------------------------------------------------------------
+    def window_nll(self, batch: StreamBatch, split: str, carry_state: bool | None = None) -> torch.Tensor:
+        """Mean NLL of the targets of one window, starting from the state carried in
+        ``split`` (zeros at offset 0, or when not carrying) and carrying its final state on,
+        detached, to the next window of ``split``."""
+        carry = self.hparams.carry_state if carry_state is None else carry_state
+        state = self._carried.get(split) if carry and batch.offset > 0 else None
+        if state is not None and state_tensors(state[0])[0].size(0) != len(batch):
+            state = None  # a different number of streams: nothing to continue
+        logits, finals = self(batch.input, state)
+        self._carried[split] = [map_state(torch.Tensor.detach, s) for s in finals] if carry else None
+        return F.cross_entropy(logits.flatten(0, 1).float(), batch.target.flatten())
+
+    def _step(self, batch: StreamBatch, split: str) -> torch.Tensor:
+        nll = self.window_nll(batch, split)
+        n = batch.target.numel()
+        self.nll[f"nll_{split}"].update(nll.detach(), n)
+        self.log(f"{split}_loss", nll, prog_bar=split == "train", on_step=split == "train", on_epoch=True,
+                 batch_size=n)  # fmt: skip
+        return nll
+
+    def _log_perplexity(self, split: str) -> None:
+        metric = self.nll[f"nll_{split}"]
+        if metric.update_count:
+            self.log(f"{split}_ppl", torch.exp(metric.compute()), prog_bar=split == "val")
+        metric.reset()
+
+    def training_step(self, batch: StreamBatch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: StreamBatch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: StreamBatch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_perplexity("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_perplexity("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_perplexity("test")
+
+    def configure_optimizers(self) -> Any:
+        h = self.hparams
+        opt = build_optimizer(self, h.optimizer, h.lr, h.weight_decay, h.momentum)
+        if h.lr_scheduler == "none":
+            return opt
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=h.lr_gamma, patience=h.lr_patience)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
+
+    @torch.no_grad()
+    def perplexity(self, windows: Iterable[StreamBatch], carry_state: bool | None = None) -> float:
+        """``exp`` of the mean token NLL over ``windows`` (e.g. ``datamodule.windows("valid")``),
+        in eval mode, carrying the state across windows or not (default: as in training)."""
+        was_training = self.training
+        self.eval()
+        total, count = 0.0, 0
+        try:
+            for batch in windows:
+                batch = batch.to(self.device)
+                total += float(self.window_nll(batch, "perplexity", carry_state)) * batch.target.numel()
+                count += batch.target.numel()
+        finally:
+            self._carried.pop("perplexity", None)
+            self.train(was_training)
+        if not count:
+            raise ConfigError("perplexity of no windows")
+        return float(torch.exp(torch.tensor(total / count)))
+
+    # -- streaming ----------------------------------------------------------------------------
+    def init_state(self, batch: int = 1) -> dict[str, torch.Tensor]:
+        """The state before the first token of ``batch`` streams (zeros), for :meth:`step`."""
+        return self.encoder.init_state(batch, self.embedding.weight.device, self.embedding.weight.dtype)
+
+    def token_ids(self, tokens: Tokens) -> torch.Tensor:
+        """Token ids ``(N,)`` on the model's device from an id, a token string (looked up in
+        the vocabulary, lowercased if the model is), a sequence of those, or a tensor."""
+        if torch.is_tensor(tokens):
+            return tokens.to(self.embedding.weight.device, torch.long).reshape(-1)
+        if isinstance(tokens, (int, str)):
+            tokens = [tokens]
+        lower = self.hparams.lowercase
+        ids = [self.vocab[t.lower() if lower else t] if isinstance(t, str) else int(t) for t in tokens]
+        return torch.tensor(ids, dtype=torch.long, device=self.embedding.weight.device)
+
+    @torch.no_grad()
+    def step(self, tokens: Tokens, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Read the next token of each stream (see :meth:`token_ids`) and return the
+        log-probabilities of the token after it -- ``(V,)`` for a single token (an int or a
+        string), ``(N, V)`` for N of them -- and the new state (the old one is left as it
+        was).  Inference: no dropout, no gradient; the same numbers as :meth:`forward` in
+        eval mode over the whole stream."""
+        out, state = self.encoder.step(self.embedding(self.token_ids(tokens)), state)
+        log_probs = torch.log_softmax(self._logits(out).float(), -1)
+        return (log_probs[0] if isinstance(tokens, (int, str)) else log_probs), state
+
+    # -- generation -----------------------------------------------------------------------------
+    def start(self, context: Padded) -> dict[str, torch.Tensor]:
+        """Search protocol: the state after reading ``context`` ids ``(batch, len)`` with
+        ``lengths`` ``(batch,)`` (a row of length 0 gets the zero state)."""
+        state = self.init_state(len(context))
+        if context.ids.size(1) == 0:
+            return state
+        lengths = context.lengths.to(self.embedding.weight.device)
+        _, finals = self.encoder(self._embed(context.ids.to(lengths.device)), lengths.clamp(min=1))
+        read, empty = self.encoder.pack_state(finals), (lengths == 0)[:, None]
+        return {key: torch.where(empty, zeros, read[key]) for key, zeros in state.items()}
+
+    def search_step(
+        self, prev_tokens: torch.Tensor, state: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], None]:
+        """Search protocol: :meth:`step` on ids ``(N,)`` with no attention."""
+        log_probs, state = self.step(prev_tokens, state)
+        return log_probs, state, None
+
+    def _prompts(self, prompts: str | Sequence[str | Sequence[str]]) -> list[list[str]]:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        lower = self.hparams.lowercase
+        return [
+            self.tokenizer.tokenize(p.lower() if lower else p) if isinstance(p, str)
+            else [t.lower() if lower else t for t in p]
+            for p in prompts
+        ]  # fmt: skip
+
+    def _search(
+        self, prompts: str | Sequence[str | Sequence[str]], decode: Callable[..., list[list[Hypothesis]]],
+        batch_size: int, **options: Any,
+    ) -> list[list[Hypothesis]]:
+        """Continue each prompt (after ``</s>``: a new sentence) with ``decode``, a strategy
+        of :mod:`seqlearn.search`, in eval mode; hypotheses hold token strings."""
+        token_lists = self._prompts(prompts)
+        eos, results = self.vocab.eos_index, []
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                for begin in range(0, len(token_lists), batch_size):
+                    chunk = token_lists[begin : begin + batch_size]
+                    ids = [[eos, *self.vocab.encode(tokens)] for tokens in chunk]
+                    state = self.start(pad([row[:-1] for row in ids], self.vocab.pad_index))
+                    first = torch.tensor([row[-1] for row in ids])
+                    for tokens, hyps in zip(chunk, decode(self.search_step, state, bos_index=first, eos_index=eos,
+                                                          **options)):  # fmt: skip
+                        results.append([Hypothesis([self.vocab.itos[i] for i in h.tokens], h.score, None, tokens)
+                                        for h in hyps])  # fmt: skip
+        finally:
+            self.train(was_training)
+        return results
+
+    def generate(
+        self,
+        prompts: str | Sequence[str | Sequence[str]] = "",
+        beam_size: int = 1,
+        n_best: int = 1,
+        max_length: int = 100,
+        *,
+        min_length: int = 0,
+        length_penalty: str | None = None,
+        alpha: float = 1.0,
+        block_ngram_repeat: int = 0,
+        batch_size: int = 64,
+    ) -> list[list[Hypothesis]]:
+        """The most probable continuation of each prompt to the end of its sentence: greedy
+        search when ``beam_size == 1`` (and no penalty or blocking), beam search otherwise
+        (see :func:`seqlearn.search.beam_search`).
+
+        ``prompts``: a string (tokenized with the model's tokenizer; ``""`` starts a new
+        sentence from scratch), a token list, or a list of those.  Returns per prompt up to
+        ``n_best`` :class:`~seqlearn.search.Hypothesis`, best first: ``tokens`` the
+        continuation (without ``</s>``), ``score`` its log-probability (``</s>`` included),
+        ``source`` the prompt's tokens.  ``max_length`` counts steps, ``</s>`` included.
+        """
+        if beam_size == 1 and n_best == 1 and length_penalty is None and not block_ngram_repeat:
+            decode, options = search.greedy_search, {}
+        else:
+            decode = search.beam_search
+            options = {"beam_size": beam_size, "n_best": n_best, "length_penalty": length_penalty, "alpha": alpha,
+                       "block_ngram_repeat": block_ngram_repeat}  # fmt: skip
+        return self._search(prompts, decode, batch_size, max_length=max_length, min_length=min_length, **options)
+
+    def sample(
+        self,
+        prompts: str | Sequence[str | Sequence[str]] = "",
+        num_samples: int = 1,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        max_length: int = 100,
+        *,
+        min_length: int = 0,
+        generator: torch.Generator | None = None,
+        batch_size: int = 64,
+    ) -> list[list[Hypothesis]]:
+        """Sampled continuations (see :func:`seqlearn.search.sample`), like :meth:`generate`;
+        ``num_samples`` per prompt, best score first."""
+        return self._search(
+            prompts, search.sample, batch_size, max_length=max_length, min_length=min_length, num_samples=num_samples,
+            temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+        )  # fmt: skip
