@@ -142,7 +142,9 @@ class Tagger(pl.LightningModule):
     ``"cnn"``, ``"bilstm"`` or None, ``char_dim``-wide character embeddings to
     ``char_out_dim`` features per word; an encoder of ``num_layers`` bidirectional layers
     of the registered ``cell`` (built with ``cell_options``) with ``hidden_size`` units per
-    direction; ``dropout`` on the encoder's
+    direction (``bidirectional=False``: forward only, a causal tagger whose tag for a token
+    depends on that token and those before it, which :meth:`step` tags as a stream comes
+    in; with the softmax head); ``dropout`` on the encoder's
     input and output (and between its layers); ``word_dropout``: the probability that a
     training word is replaced by ``<unk>``, so the model learns to tag unknown words
     from their characters and context; ``head`` ``"crf"`` or ``"softmax"``;
@@ -172,6 +174,7 @@ class Tagger(pl.LightningModule):
         cell_options: dict[str, Any] | None = None,
         hidden_size: int = 200,
         num_layers: int = 1,
+        bidirectional: bool = True,
         dropout: float = 0.5,
         word_dropout: float = 0.0,
         head: str = "crf",
@@ -212,8 +215,8 @@ class Tagger(pl.LightningModule):
             )
         input_size = word_dim + (char_out_dim if self.char_encoder is not None else 0)
         self.dropout = nn.Dropout(dropout)
-        self.encoder = RNNEncoder(input_size, hidden_size, cell=cell, num_layers=num_layers, bidirectional=True,
-                                  dropout=dropout, cell_options=cell_options)  # fmt: skip
+        self.encoder = RNNEncoder(input_size, hidden_size, cell=cell, num_layers=num_layers,
+                                  bidirectional=bidirectional, dropout=dropout, cell_options=cell_options)  # fmt: skip
         self.emission = nn.Linear(self.encoder.output_size, len(self.tag_names))
         self.crf = None
         if head == "crf":
@@ -250,13 +253,18 @@ class Tagger(pl.LightningModule):
         if self.training and self.hparams.word_dropout > 0:
             drop = torch.rand(ids.shape, device=ids.device) < self.hparams.word_dropout
             ids = ids.masked_fill(drop & words.mask, self.word_vocab.unk_index)
+        h, _ = self.encoder(self.dropout(self._features(ids, None if chars is None else chars.ids)), words.lengths)
+        return self.emission(self.dropout(h))
+
+    def _features(self, ids: torch.Tensor, chars: torch.Tensor | None) -> torch.Tensor:
+        """The encoder's input ``(batch, len, input)`` for word ids ``(batch, len)`` and char ids
+        ``(batch, len, max_word_len)``: word embeddings ⊕ char features."""
         x = self.word_embedding(ids)
         if self.char_encoder is not None:
             if chars is None:
                 raise ConfigError("this tagger uses char features: the batch must carry chars")
-            x = torch.cat([x, self.char_encoder(chars.ids)], -1)
-        h, _ = self.encoder(self.dropout(x), words.lengths)
-        return self.emission(self.dropout(h))
+            x = torch.cat([x, self.char_encoder(chars)], -1)
+        return x
 
     def loss(self, emissions: torch.Tensor, gold: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """CRF NLL (mean over sentences) or token-mean cross-entropy; ``gold (batch, len)``
@@ -391,6 +399,45 @@ class Tagger(pl.LightningModule):
                          for s in tag_schemes.spans(tags, self.scheme)]
             out.append(TaggedText(tokens, tags, spans, conf[: len(tokens)]))
         return out
+
+    # -- streaming (causal taggers) -----------------------------------------------------------
+
+    def _check_streamable(self) -> None:
+        if self.encoder.layers[0].bidirectional or self.crf is not None:
+            raise ConfigError("streaming needs a causal tagger, bidirectional=False with head='softmax': a backward "
+                              "direction or a CRF reads the tokens after the one being tagged")
+
+    def init_state(self, batch: int = 1) -> dict[str, torch.Tensor]:
+        """The state before the first token of ``batch`` parallel streams, for :meth:`step`."""
+        self._check_streamable()
+        weight = self.word_embedding.weight
+        return self.encoder.init_state(batch, weight.device, weight.dtype)
+
+    @torch.no_grad()
+    def step(
+        self,
+        words: str | Sequence[str] | torch.Tensor,
+        state: dict[str, torch.Tensor],
+        chars: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Tag the next token of each stream as it comes in (a causal tagger; see :meth:`init_state`).
+
+        ``words``: a token string, a list of one token per stream, or word ids ``(N,)`` with,
+        when the tagger has char features, their char ids ``chars`` ``(N, max_word_len)``.
+        Returns the tag probabilities -- ``(K,)`` for a single string, ``(N, K)`` otherwise;
+        ``self.tag_names[i]`` names tag ``i`` -- and the new state.  Inference: no dropout,
+        no gradient; the probabilities are those of :meth:`forward` over the whole stream.
+        """
+        self._check_streamable()
+        if torch.is_tensor(words):
+            ids = words.to(self.device).reshape(-1, 1)
+            chars = None if chars is None else chars.to(self.device)[:, None]
+        else:
+            encoded, char_batch = self.encode([[w] for w in ([words] if isinstance(words, str) else words)])
+            ids, chars = encoded.ids, None if char_batch is None else char_batch.ids
+        out, state = self.encoder.step(self._features(ids, chars)[:, 0], state)
+        probs = self.emission(out).softmax(-1)
+        return (probs[0] if isinstance(words, str) else probs), state
 
 
 def tag_lines(tagger: Tagger, lines: Iterable[str], out: TextIO, *, batch_size: int = 64, confidence: bool = False) -> int:
