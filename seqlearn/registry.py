@@ -1,8 +1,9 @@
 """Component registries: one decorator for built-ins, notebooks and plugins alike.
 
 There is one registry per kind of component -- :data:`cells`, :data:`attentions`,
-:data:`decoders`, :data:`tokenizers` and :data:`char_features` (word features from
-characters, for taggers) -- fed in two ways:
+:data:`decoders`, :data:`tokenizers`, :data:`char_features` (word features from
+characters, for taggers) and :data:`poolings` (sequence states to one vector, for
+classifiers) -- fed in two ways:
 
 * the :meth:`Registry.register` decorator, used by seqlearn's own modules, by a
   notebook cell and by a plugin module alike::
@@ -44,13 +45,14 @@ from typing import Any, Iterator
 
 from .errors import DuplicateComponentError, PluginLoadError, UnknownComponentError
 
-KINDS = ("cells", "attentions", "decoders", "tokenizers", "char_features")
+KINDS = ("cells", "attentions", "decoders", "tokenizers", "char_features", "poolings")
 _SINGULAR = {
     "cells": "cell",
     "attentions": "attention",
     "decoders": "decoder",
     "tokenizers": "tokenizer",
     "char_features": "char feature extractor",
+    "poolings": "pooling",
 }
 BUILTIN_DISTRIBUTION = "seqlearn"
 
@@ -325,7 +327,8 @@ attentions = Registry("attentions")
 decoders = Registry("decoders")
 tokenizers = Registry("tokenizers")
 char_features = Registry("char_features")
-registries: dict[str, Registry] = {r.kind: r for r in (cells, attentions, decoders, tokenizers, char_features)}
+poolings = Registry("poolings")
+registries: dict[str, Registry] = {r.kind: r for r in (cells, attentions, decoders, tokenizers, char_features, poolings)}
 
 
 def provenance(component: Any) -> Provenance | None:
