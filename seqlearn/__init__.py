@@ -31,6 +31,10 @@ _LAZY = {
     "Hypothesis": "search",
     "CRF": "crf",
     "Tagger": "tagger",
+    "LanguageModel": "language_model",
+    "LanguageModelDataModule": "streams",
+    "SequenceClassifier": "classifier",
+    "ClassificationDataModule": "classification_data",
 }
 
 
