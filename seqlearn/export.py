@@ -56,9 +56,12 @@ What does not export (:class:`~seqlearn.errors.ExportError` names the component)
   Both formats here therefore go through TorchScript (``torch.jit.trace``/``script`` and
   ``torch.onnx.export(..., dynamo=False)``), which torch 2.13 deprecates but still ships.
 
-Other models plug in with :func:`exporter` (see :func:`search_graphs` for any model with
-the search protocol ``start``/``step``, and :func:`trace_graph` for any function of
-tensors).
+Other models plug in with :func:`exporter`, building their graphs with
+:func:`search_graphs` (any model with the search protocol ``start``/``step``; with
+``encoder=False`` a model whose state starts at zeros and reads its context through
+``step``, like a language model) or :func:`trace_graph` (any function of tensors, e.g.
+a classifier's ``(ids, lengths) -> probabilities``), and writing them with
+:func:`write_export`.
 """
 from __future__ import annotations
 
@@ -384,8 +387,8 @@ EXAMPLE_LENGTHS = ([4, 2], [7, 1, 5], [3])
 
 def search_graphs(model: nn.Module, start: Callable[[Padded], dict[str, Tensor]],
                   step: Callable[[Tensor, dict[str, Tensor]], tuple[Tensor, dict[str, Tensor], Tensor | None]],
-                  sources: Sequence[tuple[Tensor, Tensor]], vocab_size: int, component: str,
-                  ) -> tuple[list[ExportedGraph], dict[str, list[str]]]:
+                  sources: Sequence[tuple[Tensor, Tensor]], vocab_size: int, component: str, *,
+                  encoder: bool = True) -> tuple[list[ExportedGraph], dict[str, Any]]:
     """Graphs ``encoder`` and ``step`` of a model with the search protocol of
     :mod:`seqlearn.search`: ``start(Padded) -> state`` and ``step(prev, state) ->
     (log_probs, state, attn)``, in :func:`inference_mode`.
@@ -394,7 +397,12 @@ def search_graphs(model: nn.Module, start: Callable[[Padded], dict[str, Tensor]]
     ``start`` gives them).  ``step``: ``prev_tokens`` and the state tensors ->
     ``log_probs``, ``next.<name>`` for each *carried* state tensor (one the step
     replaces; the others pass through unchanged) and ``attention`` if the step gives one.
-    Returns the graphs and ``{"names": [...], "carried": [...]}`` for the manifest.
+    ``sources``: ``(ids, lengths)`` batches, as :func:`trace_graph`'s examples.
+
+    Returns the graphs and, for the manifest, ``{"names": [...], "carried": [...]}``.
+    With ``encoder=False`` only ``step`` is exported, and ``"zeros"`` gives each state
+    tensor's size past the batch dim: for a model whose state starts at zeros and reads
+    its context through ``step`` (a language model), which needs no packed sequences.
     """
     states = [start(Padded(ids, lengths)) for ids, lengths in sources]
     names = list(states[0])
@@ -414,13 +422,17 @@ def search_graphs(model: nn.Module, start: Callable[[Padded], dict[str, Tensor]]
         log_probs, state, attention = step(prev, dict(zip(names, tensors)))
         return (log_probs, *(state[n] for n in carried), *((attention,) if attends else ()))
 
-    encoder = trace_graph("encoder", encode, model, ["src_ids", "src_lengths"], names, list(sources),
-                          f"{component} encoder")
+    graphs, info = [], {"names": names, "carried": carried}
+    if encoder:
+        graphs.append(trace_graph("encoder", encode, model, ["src_ids", "src_lengths"], names, list(sources),
+                                  f"{component} encoder"))
+    else:
+        info["zeros"] = {n: list(states[0][n].shape[1:]) for n in names}
     step_examples = [(prev, *(s[n] for n in names)) for prev, s in zip(prevs, states)]
     outputs = ["log_probs", *(f"next.{n}" for n in carried), *(["attention"] if attends else [])]
-    step_graph = trace_graph("step", step_flat, model, ["prev_tokens", *names], outputs, step_examples,
-                             f"{component} decoder step")
-    return [encoder, step_graph], {"names": names, "carried": carried}
+    graphs.append(trace_graph("step", step_flat, model, ["prev_tokens", *names], outputs, step_examples,
+                              f"{component} step"))
+    return graphs, info
 
 
 # -- CRF Viterbi ---------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from seqlearn.cells import Cell
 from seqlearn.crf import CRF
 from seqlearn.errors import ExportError
 from seqlearn.export import (
-    EXAMPLE_LENGTHS, export, export_crf, export_seq2seq, export_tagger, trace_graph, write_export,
+    EXAMPLE_LENGTHS, export, export_crf, export_seq2seq, export_tagger, inference_mode, search_graphs, trace_graph,
+    write_export,
 )
 from seqlearn.seq2seq import Seq2Seq
 from seqlearn.tagger import Tagger
@@ -171,6 +172,47 @@ def test_serving_file_runs_alone_on_the_exported_folder(exported_translators, tm
     *outputs, loaded = result.stdout.splitlines()
     assert loaded == "LOADED []"
     assert [o.split() for o in outputs] == [h[0].tokens for h in model.translate(SENTENCES)]
+
+
+class _ZeroStartModel(torch.nn.Module):
+    """The search protocol as a language model has it: the state starts at zeros and the
+    context is read through ``step``."""
+
+    def __init__(self, vocab_size: int = 7, hidden: int = 5):
+        super().__init__()
+        self.embedding = torch.nn.Embedding(vocab_size, 3)
+        self.cell = torch.nn.LSTMCell(3, hidden)
+        self.output = torch.nn.Linear(hidden, vocab_size)
+
+    def start(self, context: Padded) -> dict[str, torch.Tensor]:
+        zeros = torch.zeros(context.ids.size(0), self.cell.hidden_size)
+        return {"h": zeros, "c": zeros.clone()}
+
+    def step(self, prev: torch.Tensor, state: dict[str, torch.Tensor]):
+        h, c = self.cell(self.embedding(prev), (state["h"], state["c"]))
+        return torch.log_softmax(self.output(h), -1), {"h": h, "c": c}, None
+
+
+def test_step_only_export_for_a_model_that_starts_from_zeros(backend, tmp_path):
+    torch.manual_seed(6)
+    model = _ZeroStartModel()
+    with inference_mode(model):
+        sources = [(torch.zeros(len(lens), max(lens), dtype=torch.long), torch.tensor(lens)) for lens in EXAMPLE_LENGTHS]
+        graphs, state = search_graphs(model, model.start, model.step, sources, 7, "toy model", encoder=False)
+        write_export(tmp_path, backend, graphs, {}, {"model": "toy", "state": state})
+    assert [g.name for g in graphs] == ["step"] and state["zeros"] == {"h": [5], "c": [5]}
+    manifest = serving.read_manifest(tmp_path)
+    step = serving.Graph(tmp_path / manifest["graphs"]["step"]["file"], backend, manifest["graphs"]["step"]["inputs"],
+                         manifest["graphs"]["step"]["outputs"])
+    tokens = torch.tensor([[1, 2, 3, 4, 5, 6, 0, 1], [6, 5, 4, 3, 2, 1, 0, 6]])  # two streams of 8 tokens
+    want = model.start(Padded(tokens, torch.tensor([8, 8])))
+    got = {name: torch.zeros(2, *size) for name, size in state["zeros"].items()}
+    for prev in tokens.t():
+        with torch.no_grad():
+            want_lp, want, _ = model.step(prev, want)
+        out = step(prev_tokens=prev, **got)
+        got = {name: out[f"next.{name}"] for name in state["carried"]}
+        assert_same(out["log_probs"], want_lp)
 
 
 # -- tagger and CRF ------------------------------------------------------------------------------
