@@ -10,7 +10,10 @@ cells, which share that layout)::
           h_t = (1 - z) * n + z * h_{t-1}
     RNN   h_t = tanh or relu(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
 
-Any other cell (a plugin) contributes its outputs only, by stepping it.
+Any other cell (a plugin) is stepped: it contributes its outputs, and the named values of
+its optional ``activations(x, state) -> {name: (batch, hidden_size)}`` method -- the state
+before the step in, say ``{"forget gate": f, "candidate": n}`` out (a name ending in
+``gate`` is drawn on the (0, 1) scale).
 """
 from __future__ import annotations
 
@@ -51,17 +54,22 @@ def cell_activations(cell: nn.Module, inputs: torch.Tensor, state: Any = None) -
     (None: zeros, or the cell's ``init_state``) and record every step.
 
     Returns ``{series name: (len, hidden_size)}`` with the names of :data:`SERIES` for the
-    built-in kinds (gates after their nonlinearity), ``{"hidden": ...}`` for other cells.
+    built-in kinds (gates after their nonlinearity); for other cells ``"hidden"`` and the
+    names their ``activations`` method gives (see the module docstring).
     """
     kind = cell_kind(cell)
     length, hidden = inputs.size(0), cell.hidden_size
     if kind is None:
         s = cell.init_state(1, inputs.device, inputs.dtype) if state is None else state
-        outputs = []
+        steps: dict[str, list[torch.Tensor]] = {"hidden": []}
+        named = getattr(cell, "activations", None)
         for t in range(length):
-            out, s = cell(inputs[t : t + 1], s)
-            outputs.append(out)
-        return {"hidden": torch.cat(outputs, 0)}
+            x = inputs[t : t + 1]
+            for name, value in (named(x, s) if named is not None else {}).items():
+                steps.setdefault(name, []).append(value)
+            out, s = cell(x, s)
+            steps["hidden"].append(out)
+        return {name: torch.cat(values, 0) for name, values in steps.items()}
 
     # every input projection at once; only the recurrent part is a loop
     x_proj = _affine(inputs, cell.weight_ih, cell.bias_ih)
