@@ -20,7 +20,7 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,notebook]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,notebook,export]"
 	touch $@
 
 clean:
