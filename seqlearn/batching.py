@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from .errors import ConfigError
 
@@ -188,6 +188,20 @@ class BucketBatchSampler(Sampler[list[int]]):
     seed, set_epoch: the order of epoch ``e`` depends only on ``(seed, e)``.  Each full
         iteration advances the epoch by one, because Lightning calls ``set_epoch`` only on a
         DataLoader's sampler, not on its batch sampler; call :meth:`set_epoch` to pin it.
+    num_replicas, rank: data-parallel training (DDP).  The batches are cut for all
+        ``num_replicas`` processes at once, with ``num_replicas`` times the budgets, and
+        process ``rank`` gets every ``num_replicas``-th example of each (``batch[rank::n]``,
+        similar lengths since the batch is sorted), so one step of all processes trains
+        on the batch that one process with the multiplied budget would see.
+    pad_shards: when a batch has fewer examples than processes, the short processes
+        repeat one of its examples, so every process has the same number of batches (a
+        DDP step needs all of them); without it (evaluation: every example counts once)
+        they skip that batch.
+
+    :meth:`state_dict` / :meth:`load_state_dict` hold the epoch and the number of its
+    batches already delivered, which the next iteration skips: a run resumed from a
+    mid-epoch checkpoint continues with the batch the interrupted run would have trained
+    on next (see :class:`ResumableLoader`).
     """
 
     def __init__(
@@ -199,12 +213,17 @@ class BucketBatchSampler(Sampler[list[int]]):
         bucket: bool = True,
         shuffle: bool = True,
         seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        pad_shards: bool = True,
     ):
         if max_tokens is None and max_sentences is None:
             raise ConfigError("give max_tokens (a token budget) or max_sentences (a batch size), or both")
         for name, value in (("max_tokens", max_tokens), ("max_sentences", max_sentences)):
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ConfigError(f"rank must be in [0, num_replicas), got rank {rank} of {num_replicas}")
         keys = [tuple(x) if isinstance(x, (tuple, list)) else (int(x),) for x in lengths]
         # sort key: the padded cost first, then the individual sizes
         self.keys = [(max(k), *k) for k in keys]
@@ -213,14 +232,29 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.bucket = bucket
         self.shuffle = shuffle
         self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.pad_shards = pad_shards
         self.epoch = 0
+        #: batches of ``epoch`` already delivered: the next iteration starts after them
+        self.start = 0
         self._cached: tuple[int, list[list[int]]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch, self.start = epoch, 0
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the next iteration starts: ``{"epoch": e, "start": batches of e to skip}``."""
+        return {"epoch": self.epoch, "start": self.start}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, start = int(state["epoch"]), int(state["start"])
+        if start >= len(self.batches(epoch)):  # saved after the epoch's last batch
+            epoch, start = epoch + 1, 0
+        self.epoch, self.start = epoch, start
 
     def batches(self, epoch: int) -> list[list[int]]:
-        """The batches of epoch ``epoch``, in the order they are yielded."""
+        """This process's batches of epoch ``epoch``, in the order they are yielded."""
         if self._cached is not None and self._cached[0] == epoch:
             return self._cached[1]
         rng = random.Random(f"{self.seed}/{epoch}")
@@ -232,18 +266,28 @@ class BucketBatchSampler(Sampler[list[int]]):
         batches = self._cut(order)
         if self.shuffle:
             rng.shuffle(batches)
+        if self.num_replicas > 1:
+            batches = [shard for shard in map(self._shard, batches) if shard]
         self._cached = (epoch, batches)
         return batches
 
+    def _shard(self, batch: list[int]) -> list[int]:
+        if self.pad_shards and len(batch) <= self.rank:
+            return [batch[self.rank % len(batch)]]
+        return batch[self.rank :: self.num_replicas]
+
     def _cut(self, order: list[int]) -> list[list[int]]:
+        n = self.num_replicas
+        max_tokens = None if self.max_tokens is None else self.max_tokens * n
+        max_sentences = None if self.max_sentences is None else self.max_sentences * n
         batches: list[list[int]] = []
         current: list[int] = []
         widest = 0
         for i in order:
             cost = self.keys[i][0]
             wider = max(widest, cost)
-            over_tokens = self.max_tokens is not None and (len(current) + 1) * wider > self.max_tokens
-            over_sentences = self.max_sentences is not None and len(current) + 1 > self.max_sentences
+            over_tokens = max_tokens is not None and (len(current) + 1) * wider > max_tokens
+            over_sentences = max_sentences is not None and len(current) + 1 > max_sentences
             if current and (over_tokens or over_sentences):
                 batches.append(current)
                 current, wider = [], cost
@@ -254,10 +298,49 @@ class BucketBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        epoch = self.epoch
-        self.epoch += 1
-        yield from self.batches(epoch)
+        epoch, start = self.epoch, self.start
+        self.epoch, self.start = epoch + 1, 0
+        yield from self.batches(epoch)[start:]
 
     def __len__(self) -> int:
+        """The batches of a whole epoch, also when resuming mid-epoch: Lightning counts the
+        ones delivered before the checkpoint."""
         return len(self.batches(self.epoch))
 
+
+class ResumableLoader:
+    """The batches of a DataLoader driven by a :class:`BucketBatchSampler`, resumable
+    mid-epoch: Lightning saves :meth:`state_dict` (the epoch and the batches delivered so
+    far) in every checkpoint and passes it to :meth:`load_state_dict` when resuming
+    (``trainer.fit(..., ckpt_path=...)``), so the resumed run trains on exactly the batches
+    the interrupted one had still to see.  Counting here, where batches leave the loader,
+    rather than in the sampler keeps the count right when workers prefetch.
+
+    Not a DataLoader subclass on purpose: under DDP Lightning replaces the sampler of a
+    DataLoader by a ``DistributedSampler``, while these batches are sharded by the batch
+    sampler itself (``num_replicas``, ``rank``).
+    """
+
+    def __init__(self, loader: DataLoader):
+        if not isinstance(loader.batch_sampler, BucketBatchSampler):
+            raise ConfigError("ResumableLoader needs a DataLoader whose batch_sampler is a BucketBatchSampler")
+        self.loader = loader
+        self.batch_sampler: BucketBatchSampler = loader.batch_sampler
+        self._position: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        position = self._position = self.batch_sampler.state_dict()
+        for batch in self.loader:
+            position["start"] += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch": e, "start": batches of e delivered}``: where a resumed run goes on."""
+        return dict(self._position if self._position is not None else self.batch_sampler.state_dict())
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batch_sampler.load_state_dict(state)
+        self._position = None

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar, Union
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
-from .batching import BucketBatchSampler, collate_tagging, collate_translation
+from .batching import BucketBatchSampler, ResumableLoader, collate_tagging, collate_translation
 from .default_task import make_default_task
 from .errors import ConfigError, DataError, VocabError
 from .readers import ParallelExample, TaggedSentence, read_conll, read_conllu, read_parallel, read_tsv
@@ -147,43 +148,64 @@ class _SplitsDataModule(pl.LightningDataModule):
         if not self._has_vocabularies():
             self._build_vocabularies(self.split("train"))
 
-    def train_dataloader(self) -> DataLoader:
-        if self._train_sampler is None:
-            self._train_sampler = self._sampler("train", shuffle=self.shuffle)
+    def train_dataloader(self) -> ResumableLoader:
+        """Shuffled token-budget batches of the training split; under DDP this process's
+        share of each batch (see :class:`BucketBatchSampler`), and resumable mid-epoch
+        (:class:`ResumableLoader`)."""
+        sampler = self._train_sampler
+        if sampler is None or (sampler.num_replicas, sampler.rank) != self._processes():
+            sampler = self._train_sampler = self._sampler("train", shuffle=self.shuffle)
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
-            # so that a run resumed from a checkpoint continues with that epoch's order
-            self._train_sampler.set_epoch(trainer.current_epoch)
-        return self._loader("train", self._train_sampler)
+            # so that a run resumed from an end-of-epoch checkpoint continues with that
+            # epoch's order (a mid-epoch one also restores the position, see ResumableLoader)
+            sampler.set_epoch(trainer.current_epoch)
+        return self._loader("train", sampler)
 
-    def val_dataloader(self) -> DataLoader | list:
+    def val_dataloader(self) -> ResumableLoader | list:
         """Batches of the validation split in length order; ``[]`` (Lightning then skips
         validation) when there is none."""
         return self._eval_loader("valid")
 
-    def test_dataloader(self) -> DataLoader | list:
+    def test_dataloader(self) -> ResumableLoader | list:
         return self._eval_loader("test")
 
-    def _eval_loader(self, name: str) -> DataLoader | list:
+    def _eval_loader(self, name: str) -> ResumableLoader | list:
         if self.sources.get(name) is None:
             return []
-        return self._loader(name, self._sampler(name, shuffle=False))
+        # under DDP every example is evaluated once, by one process (metrics are summed
+        # across processes by the models)
+        sampler = self._sampler(name, shuffle=False, pad_shards=False)
+        if len(sampler) == 0 and sampler.num_replicas > 1:
+            raise ConfigError(f"the {name} split has fewer examples than the {sampler.num_replicas} processes "
+                              "training: every process needs one to evaluate")
+        return self._loader(name, sampler)
 
     # -- helpers ------------------------------------------------------------------------
-    def _sampler(self, name: str, shuffle: bool) -> BucketBatchSampler:
-        return BucketBatchSampler(
-            self._lengths(self.encoded(name)), self.max_tokens, self.max_sentences, shuffle=shuffle, seed=self.seed
-        )
+    def _processes(self) -> tuple[int, int]:
+        """(number of processes, this one's rank) of the trainer using this data module."""
+        trainer = getattr(self, "trainer", None)
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
-    def _loader(self, name: str, sampler: BucketBatchSampler) -> DataLoader:
-        return DataLoader(
+    def _sampler(self, name: str, shuffle: bool, pad_shards: bool = True) -> BucketBatchSampler:
+        replicas, rank = self._processes()
+        return BucketBatchSampler(
+            self._lengths(self.encoded(name)), self.max_tokens, self.max_sentences, shuffle=shuffle, seed=self.seed,
+            num_replicas=replicas, rank=rank, pad_shards=pad_shards,
+        )  # fmt: skip
+
+    def _loader(self, name: str, sampler: BucketBatchSampler) -> ResumableLoader:
+        return ResumableLoader(DataLoader(
             self.encoded(name),
             batch_sampler=sampler,
             collate_fn=self._collate(),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
-        )
+            # its own generator: creating an iterator then draws nothing from torch's global
+            # RNG, whose state a resumed run restores from the checkpoint
+            generator=torch.Generator().manual_seed(self.seed),
+        ))  # fmt: skip
 
     def _path(self, path: str | os.PathLike) -> Path:
         """``path`` as given, or under ``data_dir`` when it is relative and one was given."""

@@ -100,9 +100,13 @@ class RNNLayer(nn.Module):
         load with ``assign=True`` have replaced them)."""
         if self._fused is None:
             module, options = _FUSED_MODULES[self.fused_mode]
+            # on the meta device: its own initialization would draw from the global RNG, so
+            # that the first forward pass shifted the random stream (a resumed run would then
+            # draw other dropout masks than the uninterrupted one)
             fused = module(
-                self.cells[0].input_size, self.hidden_size, batch_first=True, bidirectional=self.bidirectional, **options
-            )
+                self.cells[0].input_size, self.hidden_size, batch_first=True, bidirectional=self.bidirectional,
+                device="meta", **options,
+            )  # fmt: skip
             self.__dict__["_fused"] = fused  # not a submodule: no second copy in state_dict()
         fused = self._fused
         for suffix, cell in zip(("", "_reverse"), self.cells):

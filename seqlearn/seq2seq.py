@@ -13,29 +13,33 @@ attention memory, are ``hidden_size`` wide) and ``hidden_size`` otherwise.
 Everything a checkpoint needs to rebuild the model is a plain hyperparameter (vocabularies
 as dicts, tokenizer and component names), so ``Seq2Seq.load_from_checkpoint(path)`` restores
 vocabularies and tokenizers with the weights, and checkpoints load with
-``torch.load(path, weights_only=True)``.  The provenance of every registry-built component
+``torch.load(path, weights_only=True)`` -- the only way seqlearn loads them (see
+:mod:`seqlearn.checkpoint_loading`).  The provenance of every registry-built component
 (name, distribution, version) is saved beside them under ``checkpoint["seqlearn"]``.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable, Iterable, Sequence
 
-import pytorch_lightning as pl
 import sacrebleu
 import torch
 from torch import nn
 
 from . import registry, search
 from .batching import Padded, TranslationBatch, pad
+from .checkpoint_loading import SafeCheckpointLoading, load_checkpoint
 from .encoder import RNNEncoder
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError, check_hyperparameters
+from .inputs import MAX_INPUT_TOKENS, token_lists
 from .optim import OPTIMIZERS, build_optimizer
 from .search import Hypothesis
 from .tokenizers import get_tokenizer
+from .training import TrainingModule, check_nonfinite_policy
 from .vocab import Vocab
 
 __all__ = ["Seq2Seq", "TeacherForcing", "label_smoothed_nll"]
@@ -151,7 +155,7 @@ def _remap_rows(fresh: torch.Tensor, old: torch.Tensor, old_itos: Sequence[str],
     return out
 
 
-class Seq2Seq(pl.LightningModule):
+class Seq2Seq(SafeCheckpointLoading, TrainingModule):
     """Encoder-decoder RNN with attention; components are registry names.
 
     Architecture: ``cell`` (``rnn``/``lstm``/``gru`` or a plugin), ``attention``
@@ -174,6 +178,11 @@ class Seq2Seq(pl.LightningModule):
     ``decoder``, ``embeddings``, ``src_embedding``, ``tgt_embedding``).  Gradient clipping
     is the Trainer's (``gradient_clip_val``).  ``val_bleu``: greedy-decode the validation set
     and log sacreBLEU of the detokenized text each epoch.
+
+    Faults: ``on_nonfinite`` ``"stop"`` (default: raise
+    :class:`~seqlearn.errors.NonFiniteLossError` naming the batch, weights untouched) or
+    ``"skip"`` (warn and train on without that batch); see :mod:`seqlearn.training`, which
+    also makes checkpoints resume exactly and DDP train on the global batch.
     """
 
     def __init__(
@@ -214,6 +223,7 @@ class Seq2Seq(pl.LightningModule):
         src_tokenizer: str = "whitespace",
         tgt_tokenizer: str = "whitespace",
         val_bleu: bool = True,
+        on_nonfinite: str = "stop",
     ):
         super().__init__()
         src, tgt = _as_vocab(src_vocab, "src"), _as_vocab(tgt_vocab, "tgt")
@@ -231,6 +241,12 @@ class Seq2Seq(pl.LightningModule):
             raise ConfigError(f"lr_scheduler must be none, plateau, step, exponential or cosine; got {lr_scheduler!r}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        sizes = {"embedding_dim": embedding_dim, "hidden_size": hidden_size, "encoder_layers": encoder_layers,
+                 "decoder_layers": decoder_layers}
+        if encoder_hidden_size is not None:
+            sizes["encoder_hidden_size"] = encoder_hidden_size
+        check_hyperparameters("Seq2Seq", positive=sizes, fraction={"dropout": dropout})
+        check_nonfinite_policy(on_nonfinite)
         self.teacher_forcing = TeacherForcing(scheduled_sampling, teacher_forcing, sampling_k, sampling_c, sampling_min)
         self.src_vocab, self.tgt_vocab = src, tgt
         # hyperparameters hold plain types only: checkpoints load with weights_only=True
@@ -406,17 +422,22 @@ class Seq2Seq(pl.LightningModule):
     # Lightning ----------------------------------------------------------------------------
     def training_step(self, batch: TranslationBatch, batch_idx: int) -> torch.Tensor:
         p = self.gold_probability()
-        loss, nll, n = self.batch_loss(batch, p)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=int(n))
+        with self.memory_advice(batch, batch_idx):
+            loss, nll, n = self.batch_loss(batch, p)
+        global_loss = self.global_mean(loss, n)
+        if not self.loss_is_finite(global_loss, batch, batch_idx):
+            return self.skipped_batch_loss()
+        self.log("train_loss", global_loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=int(n),
+                 sync_dist=self._distributed())
         if self.teacher_forcing.schedule != "none":
             self.log("gold_probability", p, on_step=True, on_epoch=False)
-        self._accumulate("train", nll, n)
-        return loss
+        self._accumulate("train", loss * n, nll, n)
+        return global_loss
 
     def validation_step(self, batch: TranslationBatch, batch_idx: int) -> torch.Tensor:
-        loss, nll, n = self.batch_loss(batch, 1.0)
-        self.log("val_loss", loss, prog_bar=True, on_epoch=True, batch_size=int(n))
-        self._accumulate("val", nll, n)
+        with self.memory_advice(batch, batch_idx):
+            loss, nll, n = self.batch_loss(batch, 1.0)
+        self._accumulate("val", loss * n, nll, n)
         if self.hparams.val_bleu:
             hyps = self._search(batch.src, search.greedy_search)
             detok = self.tgt_tokenizer.detokenize
@@ -424,27 +445,35 @@ class Seq2Seq(pl.LightningModule):
             self._bleu_pairs[1].extend(detok(self.tgt_vocab.decode(ids)) for ids in batch.tgt.ids.tolist())
         return loss
 
-    def _accumulate(self, split: str, nll: torch.Tensor, n: torch.Tensor) -> None:
-        sums = self._epoch_sums.setdefault(split, [torch.zeros((), device=nll.device)] * 2)
-        self._epoch_sums[split] = [sums[0] + nll.detach(), sums[1] + n]
+    def _accumulate(self, split: str, loss_sum: torch.Tensor, nll: torch.Tensor, n: torch.Tensor) -> None:
+        sums = self._epoch_sums.setdefault(split, [torch.zeros((), device=nll.device)] * 3)
+        self._epoch_sums[split] = [sums[0] + loss_sum.detach(), sums[1] + nll.detach(), sums[2] + n]
 
-    def _log_perplexity(self, split: str) -> None:
+    def _log_epoch(self, split: str) -> None:
+        """``{split}_ppl`` (and ``val_loss``) of the epoch, from sums over all processes."""
         sums = self._epoch_sums.pop(split, None)
-        if sums is not None and sums[1] > 0:
-            self.log(f"{split}_ppl", torch.exp(sums[0] / sums[1]).item(), prog_bar=split == "val")
+        # every process takes part in the sum, also one that saw no batch
+        loss_sum, nll_sum, n = self.sum_across_processes(sums or [torch.zeros((), device=self.device)] * 3)
+        if n > 0:
+            sync = self._distributed()  # the values are global already; this keeps Lightning quiet
+            if split == "val":
+                self.log("val_loss", (loss_sum / n).item(), prog_bar=True, sync_dist=sync)
+            self.log(f"{split}_ppl", torch.exp(nll_sum / n).item(), prog_bar=split == "val", sync_dist=sync)
 
     def on_train_epoch_end(self) -> None:
-        self._log_perplexity("train")
+        self._log_epoch("train")
 
     def on_validation_epoch_start(self) -> None:
         self._epoch_sums.pop("val", None)
         self._bleu_pairs = ([], [])
 
     def on_validation_epoch_end(self) -> None:
-        self._log_perplexity("val")
-        hyps, refs = self._bleu_pairs
-        if hyps:
-            self.log("val_bleu", sacrebleu.corpus_bleu(hyps, [refs]).score, prog_bar=True)
+        self._log_epoch("val")
+        if self.hparams.val_bleu:
+            hyps, refs = (self.gather_across_processes(items) for items in self._bleu_pairs)
+            if hyps:
+                self.log("val_bleu", sacrebleu.corpus_bleu(hyps, [refs]).score, prog_bar=True,
+                         sync_dist=self._distributed())
         self._bleu_pairs = ([], [])
 
     def configure_optimizers(self) -> Any:
@@ -473,11 +502,6 @@ class Seq2Seq(pl.LightningModule):
         itos = self.tgt_vocab.itos
         return [itos[i] for i in ids]
 
-    def _token_lists(self, inputs: str | Sequence[str | Sequence[str]], tokenizer: Any) -> list[list[str]]:
-        if isinstance(inputs, str):
-            inputs = [inputs]
-        return [tokenizer.tokenize(x) if isinstance(x, str) else list(x) for x in inputs]
-
     def _source_batch(self, token_lists: Sequence[Sequence[str]]) -> Padded:
         ids = [self.src_vocab.encode(tokens, add_eos=True) for tokens in token_lists]
         return pad(ids, self.src_vocab.pad_index).to(self.device)
@@ -499,23 +523,23 @@ class Seq2Seq(pl.LightningModule):
             self.train(was_training)
 
     def _decode_inputs(
-        self, inputs: str | Sequence[str | Sequence[str]], batch_size: int, return_attention: bool,
+        self, sources: list[list[str]], batch_size: int, return_attention: bool,
         run: Callable[[Padded, int], list[list[Hypothesis]]],
     ) -> list[list[Hypothesis]]:
-        token_lists = self._token_lists(inputs, self.src_tokenizer)
-        longest = max((len(t) + 1 for t in token_lists), default=1)
-        results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, None)] for _ in token_lists]  # empty in, empty out
-        todo = sorted((i for i, t in enumerate(token_lists) if t), key=lambda i: len(token_lists[i]))
+        check_hyperparameters("Seq2Seq", positive={"batch_size": batch_size})
+        longest = max((len(t) + 1 for t in sources), default=1)
+        results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, None, [])] for _ in sources]  # empty in, empty out
+        todo = sorted((i for i, t in enumerate(sources) if t), key=lambda i: len(sources[i]))
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
-            src = self._source_batch([token_lists[i] for i in chunk])
+            src = self._source_batch([sources[i] for i in chunk])
             for i, src_len, hyps in zip(chunk, src.lengths.tolist(), run(src, longest)):
                 results[i] = [
                     Hypothesis(
                         self._strings(h.tokens),
                         h.score,
                         h.attention[:, :src_len].cpu() if return_attention and h.attention is not None else None,
-                        token_lists[i],
+                        sources[i],
                     )
                     for h in hyps
                 ]
@@ -535,11 +559,21 @@ class Seq2Seq(pl.LightningModule):
         block_ngram_repeat: int = 0,
         coverage_penalty: float = 0.0,
         batch_size: int = 64,
+        max_input_length: int | None = MAX_INPUT_TOKENS,
     ) -> list[list[Hypothesis]]:
         """Translate sentences (strings, tokenized with the model's source tokenizer) or token
         lists.  Returns, per input, up to ``n_best`` :class:`~seqlearn.search.Hypothesis`
-        objects, best first, their tokens strings (unknown source tokens are read as
-        ``<unk>``; an empty input gives one empty hypothesis with score 0).
+        objects, best first, their tokens strings; each carries its ``source`` tokens.
+
+        Inputs (see :mod:`seqlearn.inputs`): one string is one sentence; a sentence is a
+        string or a list of token strings.  A source token the vocabulary does not know is
+        read as ``<unk>`` (``source`` keeps it as given, so attention columns still align
+        with it).  An empty or whitespace-only sentence gives one empty hypothesis
+        (``tokens == []``, score 0, ``source == []``), not an error.  A sentence longer than
+        ``max_input_length`` tokens (default :data:`~seqlearn.inputs.MAX_INPUT_TOKENS`, 512;
+        None for no limit) is cut to that many, with a
+        :class:`~seqlearn.errors.TruncationWarning`.  ``None``, numbers, bytes or token lists
+        holding non-strings raise :class:`~seqlearn.errors.InputError`.
 
         ``beam_size == 1`` without length or coverage penalty or n-gram blocking is greedy
         search; otherwise beam search (see :func:`seqlearn.search.beam_search` for
@@ -559,7 +593,8 @@ class Seq2Seq(pl.LightningModule):
                 return search.beam_search(step, state, src_mask=state["mask"], **common)
 
         return self._decode_inputs(
-            inputs, batch_size, return_attention,
+            token_lists(inputs, self.src_tokenizer, caller="translate", max_length=max_input_length),
+            batch_size, return_attention,
             lambda src, longest: self._search(
                 src, decode, max_length or default_max_length(longest), min_length=min_length, **options
             ),
@@ -576,12 +611,14 @@ class Seq2Seq(pl.LightningModule):
         return_attention: bool = False,
         generator: torch.Generator | None = None,
         batch_size: int = 64,
+        max_input_length: int | None = MAX_INPUT_TOKENS,
     ) -> list[list[Hypothesis]]:
-        """Sampled translations (see :func:`seqlearn.search.sample`), like :meth:`translate`."""
+        """Sampled translations (see :func:`seqlearn.search.sample`); inputs as for :meth:`translate`."""
         options = {"num_samples": num_samples, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                    "generator": generator}
         return self._decode_inputs(
-            inputs, batch_size, return_attention,
+            token_lists(inputs, self.src_tokenizer, caller="sample", max_length=max_input_length),
+            batch_size, return_attention,
             lambda src, longest: self._search(src, search.sample, max_length or default_max_length(longest), **options),
         )
 
@@ -604,9 +641,10 @@ class Seq2Seq(pl.LightningModule):
         self, sources: Sequence[str | Sequence[str]], targets: Sequence[str | Sequence[str]], batch_size: int = 64
     ) -> torch.Tensor:
         """Summed log-probability of each target given its source (``</s>`` included),
-        teacher-forced in eval mode: ``(len(sources),)``."""
-        src_lists = self._token_lists(sources, self.src_tokenizer)
-        tgt_lists = self._token_lists(targets, self.tgt_tokenizer)
+        teacher-forced in eval mode: ``(len(sources),)``.  Sentences as for :meth:`translate`,
+        never truncated."""
+        src_lists = token_lists(sources, self.src_tokenizer, caller="score", max_length=None)
+        tgt_lists = token_lists(targets, self.tgt_tokenizer, caller="score", max_length=None)
         if len(src_lists) != len(tgt_lists):
             raise ConfigError(f"score: {len(src_lists)} sources but {len(tgt_lists)} targets")
         was_training = self.training
@@ -650,21 +688,34 @@ class Seq2Seq(pl.LightningModule):
         keep the fresh initialization.  ``freeze`` names parts to keep fixed
         (``encoder``, ``decoder``, ``embeddings``, ``src_embedding``, ``tgt_embedding``);
         ``overrides`` replace training hyperparameters (``lr``, ``scheduled_sampling``...).
+
+        A checkpoint file is read safely (see :mod:`seqlearn.checkpoint_loading`); one that
+        is not a Seq2Seq checkpoint, or whose weights do not fit its vocabularies, raises
+        :class:`~seqlearn.errors.CheckpointError`.  A vocabulary of the wrong kind raises
+        :class:`~seqlearn.errors.VocabError` or :class:`~seqlearn.errors.ConfigError`.
         """
         if isinstance(checkpoint, Seq2Seq):
-            hparams, weights = dict(checkpoint.hparams), checkpoint.state_dict()
+            hparams, weights, where = dict(checkpoint.hparams), checkpoint.state_dict(), "the given model"
         else:
-            ckpt = torch.load(checkpoint, map_location=map_location, weights_only=True)
-            hparams, weights = dict(ckpt["hyper_parameters"]), ckpt["state_dict"]
-        old = {"src": Vocab.from_dict(hparams["src_vocab"]), "tgt": Vocab.from_dict(hparams["tgt_vocab"])}
+            ckpt = load_checkpoint(checkpoint, map_location, cls)
+            hparams, weights, where = dict(ckpt["hyper_parameters"]), ckpt["state_dict"], os.fspath(checkpoint)
+        unknown = sorted(set(overrides) - set(inspect.signature(cls.__init__).parameters))
+        if unknown:
+            raise ConfigError(f"from_pretrained: unknown hyperparameter(s) {', '.join(unknown)}")
+        old = {side: Vocab.from_dict(hparams[f"{side}_vocab"], source=f"{where}: {side}_vocab") for side in ("src", "tgt")}
         new = {}
         for side, given, extra in (("src", src_vocab, extend_src), ("tgt", tgt_vocab, extend_tgt)):
-            vocab = Vocab.from_dict(_as_vocab(given, side).to_dict() if given is not None else hparams[f"{side}_vocab"])
+            vocab = Vocab.from_dict((old[side] if given is None else _as_vocab(given, side)).to_dict())
             vocab.extend(extra)
             new[side] = vocab
         hparams.update(overrides, src_vocab=new["src"], tgt_vocab=new["tgt"], freeze=list(freeze))
         model = cls(**hparams)
-        model._load_remapped(weights, old)
+        try:
+            model._load_remapped(weights, old)
+        except (KeyError, IndexError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"{where}: its weights do not fit the model its hyperparameters describe ({type(exc).__name__}: {exc})"
+            ) from exc
         return model
 
     def extend_vocab(self, src_tokens: Iterable[str] = (), tgt_tokens: Iterable[str] = ()) -> tuple[list[str], list[str]]:

@@ -35,7 +35,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple, Sequence, TextIO
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from seqeval import metrics as seqeval_metrics
@@ -45,12 +44,15 @@ from torch import nn
 from . import registry, tag_schemes
 from .batching import Padded, TaggingBatch, pad, pad_nested
 from .char_features import build_char_features
+from .checkpoint_loading import SafeCheckpointLoading
 from .crf import CRF
 from .embeddings import EmbeddingCoverage, load_embeddings
 from .encoder import RNNEncoder
-from .errors import ConfigError
+from .errors import ConfigError, check_hyperparameters
+from .inputs import MAX_INPUT_TOKENS, token_lists
 from .optim import OPTIMIZERS, build_optimizer
 from .tokenizers import get_tokenizer
+from .training import TrainingModule, check_nonfinite_policy
 from .vocab import Vocab
 
 __all__ = ["Tagger", "TaggedText", "TextSpan", "tagging_metrics", "datamodule_arguments", "tag_lines"]
@@ -128,7 +130,7 @@ def _as_dict(vocab: Vocab | dict | None) -> dict | None:
     return vocab.to_dict() if isinstance(vocab, Vocab) else vocab
 
 
-class Tagger(pl.LightningModule):
+class Tagger(SafeCheckpointLoading, TrainingModule):
     """BiLSTM tagger with a CRF or softmax head (see the module docstring).
 
     Vocabularies: ``word_vocab``, ``tag_vocab`` and ``char_vocab`` as :class:`Vocab` or
@@ -153,6 +155,10 @@ class Tagger(pl.LightningModule):
     Optimization: ``optimizer`` ``"adam"`` or ``"sgd"`` (with ``momentum``) at ``lr`` with
     ``weight_decay``; ``lr_decay`` > 0 divides the learning rate by ``1 + lr_decay * epoch``.
     Clip gradients with the Trainer's ``gradient_clip_val``.
+
+    ``on_nonfinite``: ``"stop"`` (default) raises :class:`~seqlearn.errors.NonFiniteLossError`
+    naming the batch when the training loss is NaN or infinite, ``"skip"`` warns and
+    trains on without that batch (see :mod:`seqlearn.training`).
     """
 
     def __init__(
@@ -184,6 +190,7 @@ class Tagger(pl.LightningModule):
         momentum: float = 0.0,
         weight_decay: float = 0.0,
         lr_decay: float = 0.0,
+        on_nonfinite: str = "stop",
     ):
         super().__init__()
         word_vocab, tag_vocab, char_vocab = _as_dict(word_vocab), _as_dict(tag_vocab), _as_dict(char_vocab)
@@ -191,6 +198,10 @@ class Tagger(pl.LightningModule):
         embeddings = None if embeddings is None else str(embeddings)
         _check_choice("head", head, HEADS)
         _check_choice("optimizer", optimizer, OPTIMIZERS)
+        check_hyperparameters("Tagger", positive={"word_dim": word_dim, "char_dim": char_dim, "char_out_dim": char_out_dim,
+                                                  "hidden_size": hidden_size, "num_layers": num_layers},
+                              fraction={"dropout": dropout, "word_dropout": word_dropout})
+        check_nonfinite_policy(on_nonfinite)
         if char_features is not None:
             registry.char_features.get(char_features)  # an unknown name fails here, with suggestions
             if char_vocab is None:
@@ -232,6 +243,7 @@ class Tagger(pl.LightningModule):
         self._tokenizer: Any = None
         self._val_gold: list[list[str]] = []
         self._val_pred: list[list[str]] = []
+        self._val_loss_sums: list[torch.Tensor] = []
 
     @classmethod
     def from_datamodule(cls, datamodule: Any, **kwargs: Any) -> "Tagger":
@@ -297,26 +309,41 @@ class Tagger(pl.LightningModule):
 
     def training_step(self, batch: TaggingBatch, batch_idx: int) -> torch.Tensor:
         mask = batch.words.mask
-        loss = self.loss(self(batch.words, batch.chars), self._gold(batch.tags, mask), mask)
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch))
+        with self.memory_advice(batch, batch_idx):
+            loss = self.loss(self(batch.words, batch.chars), self._gold(batch.tags, mask), mask)
+        # the items the loss averages over: sentences (CRF) or tokens (softmax)
+        loss = self.global_mean(loss, torch.tensor(len(batch)) if self.crf is not None else mask.sum())
+        if not self.loss_is_finite(loss, batch, batch_idx):
+            return self.skipped_batch_loss()
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=self._distributed())
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self._val_gold, self._val_pred = [], []
+        self._val_gold, self._val_pred, self._val_loss_sums = [], [], []
 
     def validation_step(self, batch: TaggingBatch, batch_idx: int) -> None:
         mask = batch.words.mask
-        emissions = self(batch.words, batch.chars)
-        gold = self._gold(batch.tags, mask)
-        self.log("val_loss", self.loss(emissions, gold, mask), batch_size=len(batch))
+        with self.memory_advice(batch, batch_idx):
+            emissions = self(batch.words, batch.chars)
+            gold = self._gold(batch.tags, mask)
+            self._val_loss_sums.append(self.loss(emissions, gold, mask).detach() * len(batch))
+            paths = self.best_paths(emissions, mask)
         lengths = batch.words.lengths
         self._val_gold.extend(self._tag_strings(gold, lengths))
-        self._val_pred.extend(self._tag_strings(self.best_paths(emissions, mask), lengths))
+        self._val_pred.extend(self._tag_strings(paths, lengths))
 
     def on_validation_epoch_end(self) -> None:
-        scores = tagging_metrics(self._val_gold, self._val_pred, self.scheme)
-        self.log_dict({f"val_{k}": v for k, v in scores.items()}, prog_bar=True)
-        self._val_gold, self._val_pred = [], []
+        """``val_loss`` (sentence-weighted mean) and the tagging metrics, over the
+        sentences of all processes."""
+        loss_sum = torch.stack(self._val_loss_sums).sum() if self._val_loss_sums else torch.zeros((), device=self.device)
+        loss_sum, sentences = self.sum_across_processes([loss_sum, torch.tensor(float(len(self._val_gold)), device=self.device)])
+        gold, pred = self.gather_across_processes(self._val_gold), self.gather_across_processes(self._val_pred)
+        sync = self._distributed()  # the values are global already; this keeps Lightning quiet
+        if sentences > 0:
+            self.log("val_loss", (loss_sum / sentences).item(), sync_dist=sync)
+        scores = tagging_metrics(gold, pred, self.scheme)
+        self.log_dict({f"val_{k}": v for k, v in scores.items()}, prog_bar=True, sync_dist=sync)
+        self._val_gold, self._val_pred, self._val_loss_sums = [], [], []
 
     def predict_step(self, batch: TaggingBatch, batch_idx: int) -> list[list[str]]:
         """Predicted tags of a batch, in batch order (``batch.index`` gives the sentences)."""
@@ -363,23 +390,37 @@ class Tagger(pl.LightningModule):
         return words.to(self.device), chars
 
     @torch.no_grad()
-    def predict(self, sentences: str | Sequence[str | Sequence[str]], batch_size: int = 64) -> list[TaggedText]:
-        """Tag sentences: each a string (split by the tagger's tokenizer) or a token list.
-        A bare string is one sentence.  Returns one :class:`TaggedText` per sentence, in
-        order; an empty sentence gives an empty result.  Runs in eval mode (the module's
-        mode is restored afterwards)."""
-        if isinstance(sentences, str):
-            sentences = [sentences]
-        token_lists = [self.tokenizer.tokenize(s) if isinstance(s, str) else [str(t) for t in s] for s in sentences]
-        results = [TaggedText([], [], [], []) for _ in token_lists]
+    def predict(
+        self,
+        sentences: str | Sequence[str | Sequence[str]],
+        batch_size: int = 64,
+        *,
+        max_input_length: int | None = MAX_INPUT_TOKENS,
+    ) -> list[TaggedText]:
+        """Tag sentences: each a string (split by the tagger's tokenizer) or a list of token
+        strings (used as given).  A bare string is one sentence.  Returns one
+        :class:`TaggedText` per sentence, in order, with one tag per token of
+        ``TaggedText.tokens``.  Runs in eval mode (the module's mode is restored afterwards).
+
+        Inputs (see :mod:`seqlearn.inputs`): a word the vocabulary does not know is looked
+        up as ``<unk>`` (its characters still count) and keeps its own spelling in
+        ``tokens``.  An empty or whitespace-only sentence gives an empty result (no tokens,
+        no tags), not an error.  A sentence longer than ``max_input_length`` tokens (default
+        :data:`~seqlearn.inputs.MAX_INPUT_TOKENS`, 512; None for no limit) is cut to that
+        many -- ``tokens`` then holds the kept ones -- with a
+        :class:`~seqlearn.errors.TruncationWarning`.  ``None``, numbers, bytes or token lists
+        holding non-strings raise :class:`~seqlearn.errors.InputError`."""
+        check_hyperparameters("Tagger", positive={"batch_size": batch_size})
+        sentence_tokens = token_lists(sentences, self.tokenizer, caller="predict", max_length=max_input_length)
+        results = [TaggedText([], [], [], []) for _ in sentence_tokens]
         # batched by length, so that little time goes to padding
-        todo = sorted((i for i, tokens in enumerate(token_lists) if tokens), key=lambda i: len(token_lists[i]))
+        todo = sorted((i for i, tokens in enumerate(sentence_tokens) if tokens), key=lambda i: len(sentence_tokens[i]))
         was_training = self.training
         self.eval()
         try:
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
-                for i, result in zip(chunk, self._predict_batch([token_lists[i] for i in chunk])):
+                for i, result in zip(chunk, self._predict_batch([sentence_tokens[i] for i in chunk])):
                     results[i] = result
         finally:
             self.train(was_training)

@@ -1,0 +1,191 @@
+"""What seqlearn's LightningModules share for training that survives faults and scales out.
+
+:class:`TrainingModule` is the base of :class:`~seqlearn.Seq2Seq` and
+:class:`~seqlearn.Tagger`.  It gives them:
+
+* exact resume: :class:`~seqlearn.checkpointing.TrainingState` joins every Trainer (random
+  states in checkpoints, atomic checkpoint files);
+* a guard against non-finite losses, ``on_nonfinite="stop"`` (raise
+  :class:`~seqlearn.errors.NonFiniteLossError` naming the batch, before the bad loss
+  reaches the weights) or ``"skip"`` (warn, and let the batch change nothing);
+* advice instead of a bare allocator error when a batch does not fit in memory
+  (:class:`~seqlearn.errors.BatchMemoryError`);
+* the sums and gathers that make losses and validation metrics those of the global batch
+  and the whole validation set under DDP.
+"""
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import pytorch_lightning as pl
+import torch
+
+from .checkpointing import TrainingState
+from .errors import BatchMemoryError, ConfigError, NonFiniteLossError
+
+__all__ = ["TrainingModule", "NONFINITE_POLICIES", "is_out_of_memory"]
+
+NONFINITE_POLICIES = ("stop", "skip")
+_OUT_OF_MEMORY = ("out of memory", "not enough memory", "can't allocate memory", "cannot allocate memory")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocator's failure (CUDA/MPS ``torch.OutOfMemoryError``, or the
+    CPU allocator's RuntimeError) rather than a bug."""
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and any(m in str(err) for m in _OUT_OF_MEMORY)
+    )
+
+
+def check_nonfinite_policy(value: str) -> None:
+    if value not in NONFINITE_POLICIES:
+        raise ConfigError(f"on_nonfinite must be 'stop' or 'skip', got {value!r}")
+
+
+class TrainingModule(pl.LightningModule):
+    """A LightningModule with seqlearn's fault handling (see the module docstring).
+
+    Subclasses call :meth:`loss_is_finite` on the training loss and return
+    :meth:`skipped_batch_loss` when it says no, compute forward passes inside
+    :meth:`memory_advice`, and read ``hparams.on_nonfinite``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: one report per batch skipped for a non-finite loss (``on_nonfinite="skip"``)
+        self.skipped_batches: list[str] = []
+        self._finite_since_step = 0
+        self._current_batch: tuple[Any, int] | None = None
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [TrainingState()]
+
+    # -- non-finite losses ----------------------------------------------------------------
+    def loss_is_finite(self, loss: torch.Tensor, batch: Any, batch_idx: int) -> bool:
+        """True when ``loss`` is finite in every process; otherwise raises
+        :class:`NonFiniteLossError` (``on_nonfinite="stop"``) or warns, records the report
+        in :attr:`skipped_batches` and returns False (``"skip"``).  The check reads the loss
+        on the host once a step."""
+        finite = bool(torch.isfinite(loss.detach()).all())
+        everywhere = finite
+        if self._distributed():
+            everywhere = not self.trainer.strategy.reduce_boolean_decision(not finite, all=False)
+        if everywhere:
+            self._finite_since_step += 1
+            return True
+        value = "another process's loss" if finite else f"the loss ({float(loss.detach())})"
+        report = f"{value} is not finite at {self._where(batch, batch_idx)}"
+        if self.hparams.get("on_nonfinite", "stop") == "stop":
+            raise NonFiniteLossError(
+                f"{report}. The weights are those before this batch (no checkpoint was written from it). Lower the "
+                "learning rate, clip gradients (Trainer(gradient_clip_val=1.0)), check these examples, or pass "
+                "on_nonfinite='skip' to the model to skip such batches"
+            )
+        warnings.warn(f"skipping a batch: {report}", RuntimeWarning, stacklevel=2)
+        self.skipped_batches.append(report)
+        return False
+
+    def skipped_batch_loss(self) -> torch.Tensor:
+        """A zero loss over every trainable parameter: backward gives zero gradients (so DDP's
+        gradient exchange goes on in every process), and :meth:`on_before_optimizer_step`
+        drops them when no batch since the last step was finite, so the optimizer's step
+        changes nothing (not even Adam's moments)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.stack([p.sum() for p in params]).sum() * 0.0
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._finite_since_step == 0:
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None  # optimizers leave parameters without gradients alone
+        self._finite_since_step = 0
+
+    # -- memory -------------------------------------------------------------------------------
+    @contextmanager
+    def memory_advice(self, batch: Any, batch_idx: int) -> Iterator[None]:
+        """Turn an allocator failure inside the block into :class:`BatchMemoryError`
+        naming the batch and the budget to lower."""
+        self._current_batch = (batch, batch_idx)
+        try:
+            yield
+        except RuntimeError as err:
+            if not is_out_of_memory(err):
+                raise
+            raise BatchMemoryError(self._memory_message(batch, batch_idx, err)) from err
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        batch, batch_idx = self._current_batch or (None, -1)
+        with self.memory_advice(batch, batch_idx):
+            super().backward(loss, *args, **kwargs)
+
+    def _memory_message(self, batch: Any, batch_idx: int, err: BaseException) -> str:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        data = self._datamodule()
+        budget = ""
+        if data is not None:
+            budget = f" (now max_tokens={getattr(data, 'max_tokens', None)}, max_sentences={getattr(data, 'max_sentences', None)})"
+        gpu = self.device.type != "cpu"
+        return (
+            f"{self._where(batch, batch_idx)} did not fit in memory: {first_line}. Lower the data module's token budget "
+            f"max_tokens or its max_sentences{budget} (seqlearn fit: --data.max_tokens), drop over-long training "
+            "examples with max_length, and keep the effective batch with Trainer(accumulate_grad_batches=k)"
+            + (", or train in Trainer(precision='bf16-mixed') / '16-mixed'" if gpu else "")
+        )
+
+    # -- reports ------------------------------------------------------------------------------
+    def _datamodule(self) -> Any:
+        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+
+    def _where(self, batch: Any, batch_idx: int) -> str:
+        """``batch 3 of epoch 0 (global step 12): 16 examples, ids (16, 9), (16, 12); training
+        examples 4, 17 (lines 5, 18 of train.tsv)``, from what the batch and data module know."""
+        where = f"batch {batch_idx}"
+        if self._trainer is not None:
+            where += f" of epoch {self.current_epoch} (global step {self.global_step})"
+        index = getattr(batch, "index", None)
+        if index is None:
+            return where
+        shapes = [tuple(v.ids.shape) for v in vars(batch).values() if hasattr(v, "ids")]
+        where += f": {len(index)} examples, ids {', '.join(map(str, shapes))}"
+        positions = index.tolist()
+        shown = ", ".join(map(str, positions[:10])) + (" ..." if len(positions) > 10 else "")
+        split = "training" if self.training else "evaluated"
+        where += f"; {split} examples {shown}"
+        data = self._datamodule()
+        examples = getattr(data, "examples", {}).get("train") if self.training else None
+        if examples is not None and all(0 <= i < len(examples) for i in positions):
+            lines = ", ".join(str(examples[i].line) for i in positions[:10]) + (" ..." if len(positions) > 10 else "")
+            source = data.sources.get("train") if hasattr(data, "sources") else None
+            where += f" (lines {lines}" + (f" of {data._where(source, 'train')})" if hasattr(data, "_where") else ")")
+        return where
+
+    # -- data parallel ---------------------------------------------------------------------------
+    def _distributed(self) -> bool:
+        return self._trainer is not None and self.trainer.world_size > 1
+
+    def global_mean(self, mean: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """``mean``, this process's loss averaged over ``count`` items (tokens, sentences),
+        rescaled under DDP so that the average DDP takes over processes is the mean over
+        the items of all processes' batches -- the loss, and gradient, of one process
+        training on the whole global batch.  Unchanged in a single process."""
+        if not self._distributed():
+            return mean
+        total = self.trainer.strategy.reduce(count.detach().to(mean.dtype, copy=True), reduce_op="sum")
+        return mean * count * self.trainer.world_size / total.clamp(min=1)
+
+    def sum_across_processes(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Scalars summed over all processes (unchanged in a single process)."""
+        if not self._distributed():
+            return values
+        summed = self.trainer.strategy.reduce(torch.stack([v.detach().float() for v in values]), reduce_op="sum")
+        return list(summed.unbind())
+
+    def gather_across_processes(self, items: list[Any]) -> list[Any]:
+        """The concatenation of every process's ``items`` (picklable objects)."""
+        if not self._distributed() or not torch.distributed.is_initialized():
+            return items
+        parts: list[Any] = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(parts, items)
+        return [item for part in parts for item in part]
