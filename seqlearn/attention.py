@@ -12,7 +12,10 @@ An attention is built as ``Attention(query_size, memory_size, **options)`` and c
 * ``mask`` ``(batch, src_len)`` bool, True on real tokens: padding gets exactly zero weight.
 
 It returns ``context`` ``(batch, [steps,] memory_size)`` and ``weights``
-``(batch, [steps,] src_len)``, rows summing to 1.
+``(batch, [steps,] src_len)``, rows summing to 1.  The base class checks these shapes
+(and what :meth:`Attention.score` returns): a mismatch raises
+:class:`~seqlearn.errors.ShapeError` naming the attention (``attention 'scaled-dot'
+(ScaledDotAttention)``), the argument and both shapes.
 
 A variant writes only :meth:`Attention.score` (and :meth:`Attention.project_keys` if
 the keys differ from the memory), so a plugin is a few lines::
@@ -28,7 +31,7 @@ import torch
 from torch import nn
 
 from . import registry
-from .errors import ConfigError
+from .errors import ConfigError, ShapeError
 
 
 def dot_scores(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -57,7 +60,11 @@ class Attention(nn.Module):
     def forward(
         self, query: torch.Tensor, keys: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_shapes(query, keys, memory, mask)
         scores = self.score(query, keys)
+        expected = (*query.shape[:-1], memory.shape[1])
+        if not isinstance(scores, torch.Tensor) or scores.shape != expected:
+            raise self._shape_error("the scores score() returned", scores, str(expected))
         if scores.dim() == 3:
             mask = mask.unsqueeze(1)
         # the most negative finite value, not -inf: exp underflows to exactly 0 for padding,
@@ -68,6 +75,22 @@ class Attention(nn.Module):
         else:
             context = torch.bmm(weights, memory)
         return context, weights
+
+
+    def _check_shapes(self, query: torch.Tensor, keys: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor) -> None:
+        if not isinstance(query, torch.Tensor) or query.dim() not in (2, 3) or query.shape[-1] != self.query_size:
+            raise self._shape_error("query", query, f"(batch, {self.query_size}) or (batch, steps, {self.query_size})")
+        batch = query.shape[0]
+        if not isinstance(memory, torch.Tensor) or memory.dim() != 3 or memory.shape[0] != batch \
+                or memory.shape[2] != self.memory_size:
+            raise self._shape_error("memory", memory, f"({batch}, src_len, {self.memory_size})")
+        if not isinstance(keys, torch.Tensor) or keys.dim() != 3 or keys.shape[:2] != memory.shape[:2]:
+            raise self._shape_error("keys", keys, f"({batch}, {memory.shape[1]}, key_size) (from project_keys)")
+        if not isinstance(mask, torch.Tensor) or mask.shape != memory.shape[:2] or mask.dtype != torch.bool:
+            raise self._shape_error("mask", mask, f"a bool tensor {tuple(memory.shape[:2])}")
+
+    def _shape_error(self, what: str, value: object, expected: str) -> ShapeError:
+        return ShapeError.of(registry.describe(self, "attentions"), what, value, expected)
 
 
 @registry.attentions.register("bahdanau")

@@ -15,6 +15,10 @@ to write, and two with defaults in :class:`Cell`:
 * ``output(state) -> h``: which part of a state is the cell's output -- the state itself,
   or its first element (an LSTM's ``(h, c)``).
 
+Calling a :class:`Cell` checks these shapes on the way in and out, so a tensor of the
+wrong shape raises :class:`~seqlearn.errors.ShapeError` naming the cell (``cell 'mgu'
+(MGUCell)``), the argument and both shapes -- not a size mismatch deep in a decoder.
+
 So a plugin cell is a subclass of :class:`Cell` with a ``forward``::
 
     @registry.cells.register("mgu")
@@ -43,13 +47,13 @@ gate's block of ``weight_ih`` Xavier-uniform, biases zero except the LSTM forget
 """
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 import torch
 from torch import nn
 
 from . import registry
-from .errors import ConfigError
+from .errors import ConfigError, ShapeError
 
 State = Union[torch.Tensor, tuple[torch.Tensor, ...]]
 
@@ -85,6 +89,27 @@ class Cell(nn.Module):
     def output(self, state: State) -> torch.Tensor:
         """The part of ``state`` that is the cell's output ``(batch, hidden_size)``."""
         return state if isinstance(state, torch.Tensor) else state[0]
+
+    def __call__(self, x: torch.Tensor, state: State, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, State]:
+        """``forward(x, state)`` with the contract's shapes checked before and after."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.input_size:
+            raise self._shape_error("input x", x, f"(batch, {self.input_size})")
+        batch = x.shape[0]
+        self._check_state("state", state, batch)
+        h, new_state = super().__call__(x, state, *args, **kwargs)
+        if not isinstance(h, torch.Tensor) or h.shape != (batch, self.hidden_size):
+            raise self._shape_error("the output h it returned", h, f"({batch}, {self.hidden_size})")
+        self._check_state("the state it returned", new_state, batch)
+        return h, new_state
+
+    def _check_state(self, what: str, state: Any, batch: int) -> None:
+        parts = (state,) if isinstance(state, torch.Tensor) else state if isinstance(state, (tuple, list)) else (state,)
+        for part in parts:
+            if not isinstance(part, torch.Tensor) or part.shape != (batch, self.hidden_size):
+                raise self._shape_error(what, part, f"({batch}, {self.hidden_size}) (each tensor of it)")
+
+    def _shape_error(self, what: str, value: Any, expected: str) -> ShapeError:
+        return ShapeError.of(registry.describe(self, "cells"), what, value, expected + " (the cell contract: seqlearn.cells)")
 
 
 def cell_output(cell: nn.Module, state: State) -> torch.Tensor:

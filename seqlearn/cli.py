@@ -20,6 +20,7 @@ import os
 import sys
 
 from . import registry
+from .errors import SeqlearnError
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -137,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         args.lightning_args = rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SeqlearnError as exc:  # bad input, config or checkpoint: the message says what and where
+        print(f"seqlearn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -341,20 +341,31 @@ def read_conllu(
 
     Comment lines (``#``) are skipped, and so are multiword-token ranges (``1-2``) and
     empty nodes (``8.1``): tokens are the syntactic words.  Every other line must have the
-    10 tab-separated columns of the format and an integer ID.
+    10 tab-separated columns of the format and an integer ID, the IDs of a sentence
+    counting 1, 2, 3... (a restart without a blank line is an error: a missing sentence
+    break would otherwise glue two sentences together).
     """
     if tag_field not in _TAG_FIELDS:
         raise ConfigError(f"tag_field must be one of {sorted(_TAG_FIELDS)}, got {tag_field!r}")
     tag_index = _TAG_FIELDS[tag_field]
     path = os.fspath(path)
+    last_line, next_id = 0, 1
 
     def fields(line: int, text: str) -> tuple[str, str] | None:
+        nonlocal last_line, next_id
+        if line != last_line + 1:  # blank lines in between (they never reach here): a new sentence
+            next_id = 1
+        last_line = line
         if text.startswith("#"):
             return None
         cols = text.split("\t")
         if len(cols) != 10:
             raise DataError(f"CoNLL-U line has {len(cols)} tab-separated columns, expected 10", path, line)
         if _WORD_ID.fullmatch(cols[0]):
+            if int(cols[0]) != next_id:
+                raise DataError(f"CoNLL-U word ID {cols[0]} out of sequence: expected {next_id} (is a blank line "
+                                "missing between two sentences?)", path, line)
+            next_id += 1
             return cols[1], cols[tag_index]
         if _SKIPPED_ID.fullmatch(cols[0]):
             return None

@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import importlib.metadata as md
 import site
 import sysconfig
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
-from .errors import DuplicateComponentError, PluginLoadError, UnknownComponentError
+from .errors import ConfigError, DuplicateComponentError, PluginLoadError, UnknownComponentError
 
 KINDS = ("cells", "attentions", "decoders", "tokenizers", "char_features", "poolings")
 _SINGULAR = {
@@ -215,8 +216,12 @@ class Registry:
         """Construct the component ``name`` and stamp it with ``.provenance``.
 
         A name ``base:arg`` that is not registered itself calls ``base`` with ``arg``
-        first: ``tokenizers.build("spacy:de")`` is ``SpacyTokenizer("de")``.
+        first: ``tokenizers.build("spacy:de")`` is ``SpacyTokenizer("de")``.  Arguments the
+        component does not take (an unknown ``cell_options`` key...) raise
+        :class:`~seqlearn.errors.ConfigError` naming the component and what it takes.
         """
+        if not isinstance(name, str):
+            raise ConfigError(f"a {_SINGULAR[self.kind]} is named by a string, got {type(name).__name__} {name!r}")
         if name not in self._entries and name not in _entry_points(self.group) and ":" in name:
             base, arg = name.split(":", 1)
             if base in self._entries or base in _entry_points(self.group):
@@ -226,6 +231,13 @@ class Registry:
                 entry = self._lookup(name)
         else:
             entry = self._lookup(name)
+        try:
+            inspect.signature(entry.obj).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"{_SINGULAR[self.kind]} {name!r} ({getattr(entry.obj, '__name__', entry.obj)}) cannot be "
+                              f"built with these arguments: {exc}; it takes {_parameters(entry.obj)}") from None
+        except ValueError:  # no signature to check (a builtin): the call itself will tell
+            pass
         component = entry.obj(*args, **kwargs)
         prov = Provenance(self.kind, name, entry.provenance.distribution, entry.provenance.version, entry.provenance.module)
         try:
@@ -307,6 +319,13 @@ class Registry:
         return rows
 
 
+def _parameters(obj: Any) -> str:
+    try:
+        return "(" + ", ".join(str(p) for p in inspect.signature(obj).parameters.values()) + ")"
+    except ValueError:
+        return "(unknown)"
+
+
 def _describe(prov: Provenance) -> str:
     if prov.distribution is not None:
         return f"distribution {prov.distribution} {prov.version} ({prov.module})"
@@ -334,6 +353,14 @@ registries: dict[str, Registry] = {r.kind: r for r in (cells, attentions, decode
 def provenance(component: Any) -> Provenance | None:
     """The provenance stamped on a component by :meth:`Registry.build`, if any."""
     return getattr(component, "provenance", None)
+
+
+def describe(component: Any, kind: str) -> str:
+    """How a message names a component of ``kind`` (``"cells"``...): ``cell 'mgu' (MGUCell)``
+    when a registry built it, ``cell MGUCell`` otherwise."""
+    prov = provenance(component)
+    cls = type(component).__name__
+    return f"{_SINGULAR[kind]} {prov.name!r} ({cls})" if prov is not None else f"{_SINGULAR[kind]} {cls}"
 
 
 def listing() -> dict[str, list[tuple[str, str]]]:

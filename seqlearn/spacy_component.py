@@ -14,6 +14,8 @@ the default ``"auto"`` decides), ``"pos"`` (``token.pos_``; the tags must be Uni
 POS tags, as a UD UPOS model's are) or ``"tag"`` (``token.tag_``, any tag set).  With
 ``"auto"`` a model with a chunk scheme sets ``ents``, one whose tags are all UPOS sets
 ``pos``, and any other sets ``tag``.  Whitespace tokens are not shown to the model.
+A ``Doc`` is tagged whole, however long (no :data:`~seqlearn.inputs.MAX_INPUT_TOKENS`
+truncation: a tagger's cost grows only linearly with length).
 """
 from __future__ import annotations
 
@@ -64,7 +66,8 @@ class TaggerComponent:
 
     def _tag(self, docs: list[Doc]) -> list[Doc]:
         positions = [[t.i for t in doc if not t.is_space] for doc in docs]
-        results = self.tagger.predict([[doc[i].text for i in pos] for doc, pos in zip(docs, positions)])
+        results = self.tagger.predict([[doc[i].text for i in pos] for doc, pos in zip(docs, positions)],
+                                      max_input_length=None)
         for doc, pos, result in zip(docs, positions, results):
             for i, tag, confidence in zip(pos, result.tags, result.confidence):
                 doc[i]._.seqlearn_confidence = confidence

@@ -14,14 +14,13 @@ training split), so a config never spells them out.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from .datamodules import TaggingDataModule
-from .seq2seq_cli import bundled_configs
+from .seq2seq_cli import RAISE_PARSE_ERRORS, config_errors, fit_arguments, resolve_configs
 from .tagger import Tagger, datamodule_arguments
 
 __all__ = ["TaggerCLI", "fit", "is_tagger_config"]
@@ -40,16 +39,6 @@ class TaggerCLI(LightningCLI):
                                   apply_on="instantiate")  # fmt: skip
 
 
-def _resolve(args: list[str]) -> list[str]:
-    """``args`` with ``--config NAME`` of a bundled config replaced by its path."""
-    configs = bundled_configs()
-    args = list(args)
-    for i, arg in enumerate(args[:-1]):
-        if arg in ("--config", "-c") and not Path(args[i + 1]).exists() and args[i + 1] in configs:
-            args[i + 1] = str(configs[args[i + 1]])
-    return args
-
-
 def _model_class_path(config: str) -> Any:
     """``model.class_path`` of a config file; None when it has none or cannot be read
     (LightningCLI then reports the problem in its own words)."""
@@ -65,7 +54,7 @@ def _model_class_path(config: str) -> Any:
 def is_tagger_config(args: list[str]) -> bool:
     """Whether a ``--config`` among ``args`` (a path or a bundled name) sets
     ``model.class_path`` to the Tagger (``seqlearn.Tagger`` or ``seqlearn.tagger.Tagger``)."""
-    args = _resolve(args)
+    args = resolve_configs(args)
     configs = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg in ("--config", "-c")]
     return any(_model_class_path(c) in ("seqlearn.Tagger", "seqlearn.tagger.Tagger", "Tagger") for c in configs)
 
@@ -74,5 +63,7 @@ def fit(args: list[str]) -> None:
     """``seqlearn fit ARGS`` for a tagger config: LightningCLI's ``fit`` with ``--config``
     (a path, or the name of a bundled config: ``conll2003_ner``, ``ud_ewt_upos``),
     ``--trainer.*``, ``--model.init_args.*``, ``--data.*``."""
-    TaggerCLI(Tagger, TaggingDataModule, subclass_mode_model=True, args=["fit", *_resolve(args)],
-              save_config_kwargs={"overwrite": True})  # fmt: skip
+    args = fit_arguments(args)
+    with config_errors(args):
+        TaggerCLI(Tagger, TaggingDataModule, subclass_mode_model=True, args=["fit", *args],
+                  save_config_kwargs={"overwrite": True}, parser_kwargs=RAISE_PARSE_ERRORS)  # fmt: skip

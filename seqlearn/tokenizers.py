@@ -14,6 +14,11 @@ Every tokenizer has ``tokenize(text) -> list[str]``, ``tokenize_batch(texts) ->
 list[list[str]]`` (much faster than a loop for spaCy) and ``detokenize(tokens) -> str``,
 which BLEU scoring needs since BLEU is computed on detokenized text.
 
+The built-ins tokenize any ``str`` into a list of non-empty strings (``[]`` for ``""``);
+anything that is not a ``str`` raises :class:`~seqlearn.errors.InputError`, and text
+spaCy cannot encode (a lone surrogate such as ``"\ud800"``, which no UTF-8 file holds)
+raises :class:`~seqlearn.errors.DataError`.
+
 >>> tok = get_tokenizer("nltk:toktok")
 >>> tok.tokenize('A man in a "dark-blue" shirt, sitting.')
 ['A', 'man', 'in', 'a', '"', 'dark-blue', '"', 'shirt', ',', 'sitting', '.']
@@ -25,7 +30,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 from . import registry
-from .errors import ConfigError
+from .errors import ConfigError, DataError, InputError
 
 __all__ = [
     "Tokenizer",
@@ -37,6 +42,13 @@ __all__ = [
     "get_tokenizer",
     "rule_detokenize",
 ]
+
+
+def _text(text: Any, tokenizer: Any) -> str:
+    """``text`` if it is a ``str``; an InputError naming ``tokenizer`` otherwise."""
+    if not isinstance(text, str):
+        raise InputError(f"{tokenizer!r} tokenizes text (str), got {type(text).__name__} {repr(text)[:40]}")
+    return text
 
 
 class Tokenizer:
@@ -161,10 +173,16 @@ class SpacyTokenizer(Tokenizer):
         self.nlp = _blank_pipeline(lang)
 
     def tokenize(self, text: str) -> list[str]:
-        return [t.text for t in self.nlp.tokenizer(text) if not t.is_space]
+        return self.tokenize_batch([text])[0]
 
     def tokenize_batch(self, texts: Iterable[str]) -> list[list[str]]:
-        return [[t.text for t in doc if not t.is_space] for doc in self.nlp.tokenizer.pipe(texts, batch_size=1000)]
+        texts = [_text(t, self) for t in texts]
+        try:
+            docs = list(self.nlp.tokenizer.pipe(texts, batch_size=1000))
+        except UnicodeEncodeError as exc:  # spaCy encodes to UTF-8, which has no lone surrogates
+            raise DataError(f"{self!r} cannot tokenize text holding {exc.object[exc.start:exc.end]!r}, a lone "
+                            f"surrogate, which is not valid Unicode") from None
+        return [[t.text for t in doc if not t.is_space] for doc in docs]
 
     def detokenize(self, tokens: Sequence[str]) -> str:
         return rule_detokenize(tokens)
@@ -194,7 +212,7 @@ class ToktokTokenizer(Tokenizer):
         self._tok = _Toktok()
 
     def tokenize(self, text: str) -> list[str]:
-        return self._tok.tokenize(text)
+        return self._tok.tokenize(_text(text, self))
 
     def detokenize(self, tokens: Sequence[str]) -> str:
         return rule_detokenize(tokens)
@@ -213,7 +231,7 @@ class TreebankTokenizer(Tokenizer):
         self._detok = TreebankWordDetokenizer()
 
     def tokenize(self, text: str) -> list[str]:
-        return self._tok.tokenize(text)
+        return self._tok.tokenize(_text(text, self))
 
     def detokenize(self, tokens: Sequence[str]) -> str:
         return self._detok.detokenize(list(tokens))
@@ -227,7 +245,7 @@ class WhitespaceTokenizer(Tokenizer):
     """``text.split()``; detokenizes with single spaces."""
 
     def tokenize(self, text: str) -> list[str]:
-        return text.split()
+        return _text(text, self).split()
 
     def detokenize(self, tokens: Sequence[str]) -> str:
         return " ".join(tokens)
@@ -249,7 +267,7 @@ class CharTokenizer(Tokenizer):
         self.space = space
 
     def tokenize(self, text: str) -> list[str]:
-        return list(text.replace(" ", self.space))
+        return list(_text(text, self).replace(" ", self.space))
 
     def detokenize(self, tokens: Sequence[str]) -> str:
         return "".join(tokens).replace(self.space, " ")

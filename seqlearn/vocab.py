@@ -15,7 +15,7 @@ import os
 from collections import Counter
 from typing import Iterable, Sequence
 
-from .errors import VocabError
+from .errors import InputError, VocabError
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 DEFAULT_SPECIALS = (PAD, UNK, BOS, EOS)
@@ -131,7 +131,12 @@ class Vocab:
 
     def extend(self, tokens: Iterable[str]) -> list[str]:
         """Append unseen tokens at the end (existing indices never move, so rows of a
-        trained embedding stay valid).  Returns the tokens that were added."""
+        trained embedding stay valid).  Returns the tokens that were added.  A token that
+        is not a string raises :class:`~seqlearn.errors.InputError` and adds nothing."""
+        tokens = list(tokens)
+        for i, tok in enumerate(tokens):
+            if not isinstance(tok, str):
+                raise InputError(f"vocabulary tokens are strings; token {i} to add is {type(tok).__name__} {repr(tok)[:40]}")
         added = []
         for tok in tokens:
             if tok not in self.stoi:

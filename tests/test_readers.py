@@ -283,9 +283,12 @@ def test_conllu_malformed_line(tmp_path, bad_line, message):
 
 _FRAGMENTS = [
     "a b", "a\tb", "a b c d", "", " ", "-DOCSTART- -X- O", "# comment", "1\tw\tl\tNOUN\tNN\t_\t0\troot\t_\t_",
-    "1-2\tw\t_\t_\t_\t_\t_\t_\t_\t_", "2.1\tw\t_\tX\t_\t_\t_\t_\t_\t_", "é\tü", "\r",
+    "2\tv\tl\tVERB\tVB\t_\t1\tobj\t_\t_", "1-2\tw\t_\t_\t_\t_\t_\t_\t_\t_", "2.1\tw\t_\tX\t_\t_\t_\t_\t_\t_",
+    "é\tü", "\r", "a\t", "\tb", "\ufeffa\tb", "\"x\" (y) don't\t«z»",
 ]
-_TEXT_LIKE = st.lists(st.sampled_from(_FRAGMENTS), max_size=12).map(lambda ls: "\n".join(ls).encode())
+# lines of known fragments and of any text (lone surrogates encode to bytes no UTF-8 reader accepts)
+_TEXT_LIKE = st.lists(st.one_of(st.sampled_from(_FRAGMENTS), st.text(max_size=8)), max_size=12).map(
+    lambda ls: "\n".join(ls).encode("utf-8", "surrogatepass"))
 _ANY_BYTES = st.one_of(
     st.binary(max_size=120),
     _TEXT_LIKE,
@@ -294,8 +297,9 @@ _ANY_BYTES = st.one_of(
     st.binary(max_size=60).map(lambda b: b"\x1f\x8b" + b),
     st.tuples(_TEXT_LIKE, st.binary(min_size=1, max_size=4)).map(lambda t: t[0] + t[1]),
 )
-_READERS = {
+_READERS = {  # between them, every built-in tokenizer
     "parallel": lambda p, q: read_parallel(p, q, src_tokenizer="spacy:en"),
+    "parallel_nltk": lambda p, q: read_parallel(p, q, src_tokenizer="nltk:toktok", tgt_tokenizer="nltk:treebank"),
     "tsv": lambda p, q: read_tsv(p, tgt_tokenizer="char"),
     "conll": lambda p, q: read_conll(p),
     "conll_pos": lambda p, q: read_conll(p, token_column=0, tag_column=1),

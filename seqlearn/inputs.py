@@ -1,0 +1,96 @@
+"""What inference methods accept as sentences, checked and made into token lists.
+
+:meth:`Seq2Seq.translate <seqlearn.seq2seq.Seq2Seq.translate>` and
+:meth:`Tagger.predict <seqlearn.tagger.Tagger.predict>` take one sentence (a string) or a
+sequence of sentences, each a string (split by the model's tokenizer) or a token list
+(used as given).  :func:`token_lists` turns that into token lists and promises:
+
+* an empty or whitespace-only string is an empty token list -- whatever the tokenizer
+  (NLTK's Toktok would make ``"&#9;"`` of a tab, the char tokenizer ``"▁"`` of a space) --
+  and the model gives an empty result for it;
+* tokens are never dropped or changed, so a result aligns with its input tokens (an
+  unknown token is looked up as ``<unk>`` by the model, and stays as it was in the output);
+* a sentence longer than ``max_length`` tokens (default :data:`MAX_INPUT_TOKENS`) is cut
+  to its first ``max_length`` tokens, with one :class:`~seqlearn.errors.TruncationWarning`
+  per call counting such sentences;
+* anything else -- ``None``, a number, bytes, a mapping, a token list holding something
+  other than strings -- raises :class:`~seqlearn.errors.InputError` naming the position.
+
+>>> from seqlearn.tokenizers import get_tokenizer
+>>> token_lists(["a b", "   ", ["c", "d"]], get_tokenizer("whitespace"), caller="translate")
+[['a', 'b'], [], ['c', 'd']]
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .errors import ConfigError, InputError, TruncationWarning
+
+__all__ = ["MAX_INPUT_TOKENS", "token_lists"]
+
+#: Tokens of one sentence that ``translate`` and ``predict`` read by default.  The
+#: recurrent models have no hard limit, but beyond this an input is not a sentence (a
+#: whole document, a tokenizer accident) and decoding time and memory grow with it:
+#: ``translate`` allows twice the source length in decoding steps and keeps attention
+#: of steps x source tokens for every hypothesis.
+MAX_INPUT_TOKENS = 512
+
+_NOT_TEXT = (bytes, bytearray, memoryview)
+
+
+def token_lists(
+    inputs: Any, tokenizer: Any, *, caller: str, max_length: int | None = MAX_INPUT_TOKENS
+) -> list[list[str]]:
+    """``inputs`` (a string, or an iterable of strings and token lists) as one token list
+    per sentence; see the module docstring.  ``caller`` names the method in messages;
+    ``max_length=None`` keeps every token."""
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        raise ConfigError(f"{caller}: max_input_length must be a positive int or None, got {max_length!r}")
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    elif isinstance(inputs, _NOT_TEXT + (Mapping,)) or not isinstance(inputs, Iterable):
+        raise InputError(
+            f"{caller} takes a string or a list of sentences (strings or token lists), got {_kind(inputs)}"
+        )
+    out = [_tokens(item, i, tokenizer, caller) for i, item in enumerate(inputs)]
+    if max_length is not None:
+        long = [i for i, tokens in enumerate(out) if len(tokens) > max_length]
+        if long:
+            warnings.warn(
+                f"{caller}: {len(long)} input(s) longer than {max_length} tokens cut to their first {max_length} "
+                f"(the first is input {long[0]}, {len(out[long[0]])} tokens); pass max_input_length to change the limit",
+                TruncationWarning,
+                stacklevel=_caller_level(),
+            )
+            for i in long:
+                out[i] = out[i][:max_length]
+    return out
+
+
+def _tokens(item: Any, index: int, tokenizer: Any, caller: str) -> list[str]:
+    if isinstance(item, str):
+        return tokenizer.tokenize(item) if item.strip() else []
+    if isinstance(item, _NOT_TEXT + (Mapping,)) or not isinstance(item, Iterable):
+        raise InputError(f"{caller}: input {index} is {_kind(item)}; a sentence is a string or a list of token strings")
+    tokens = list(item)
+    for j, token in enumerate(tokens):
+        if not isinstance(token, str):
+            raise InputError(f"{caller}: token {j} of input {index} is {_kind(token)}; tokens must be strings")
+    return tokens
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that attributes a warning to the first frame outside seqlearn
+    (and torch's ``no_grad`` decorator): the user's call of ``translate`` or ``predict``."""
+    level, frame = 2, sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(("seqlearn.", "torch.")):
+        level, frame = level + 1, frame.f_back
+    return level
+
+
+def _kind(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
