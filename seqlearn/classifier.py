@@ -62,6 +62,7 @@ from torchmetrics.classification import (
 from . import registry
 from .batching import Padded, pad
 from .cells import State
+from .checkpoint_loading import SafeCheckpointLoading
 from .classification_data import ClassificationBatch
 from .encoder import RNNEncoder
 from .errors import ConfigError, DataError
@@ -101,7 +102,7 @@ def _label_vocab(labels: Vocab | dict | Sequence[str]) -> Vocab:
     return Vocab(labels, specials=())
 
 
-class SequenceClassifier(pl.LightningModule):
+class SequenceClassifier(SafeCheckpointLoading, pl.LightningModule):
     """RNN sequence classifier (see the module docstring).
 
     Vocabularies: ``vocab`` (words: :class:`Vocab` or its ``to_dict()``, with ``<pad>`` and

@@ -58,6 +58,7 @@ from torchmetrics.aggregation import MeanMetric
 from . import search
 from .batching import Padded, pad
 from .cells import State, map_state, state_tensors
+from .checkpoint_loading import SafeCheckpointLoading
 from .encoder import RNNEncoder, locked_dropout
 from .errors import ConfigError
 from .optim import OPTIMIZERS, build_optimizer
@@ -72,7 +73,7 @@ SPLITS = ("train", "val", "test")
 Tokens = int | str | Sequence[int | str] | torch.Tensor
 
 
-class LanguageModel(pl.LightningModule):
+class LanguageModel(SafeCheckpointLoading, pl.LightningModule):
     """A stacked RNN language model over any registered cell (see the module docstring).
 
     vocab: :class:`Vocab` or its ``to_dict()`` (stored as a dict); it needs ``</s>``.

@@ -57,8 +57,24 @@ def _load_with_spacy(path: Path) -> Any:
     return spacy.blank("en").add_pipe("seqlearn_tagger", config={"model": str(path)})
 
 
+def language_model() -> Any:
+    from seqlearn.language_model import LanguageModel
+
+    torch.manual_seed(0)
+    return LanguageModel(Vocab(["a", "b"]), embedding_dim=4, hidden_size=4, num_layers=1)
+
+
+def classifier() -> Any:
+    from seqlearn.classifier import SequenceClassifier
+
+    torch.manual_seed(0)
+    return SequenceClassifier(Vocab(["a", "b"]), ["pos", "neg"], embedding_dim=4, hidden_size=4)
+
+
 LOADERS = {
     "Seq2Seq.load_from_checkpoint": (seq2seq, Seq2Seq.load_from_checkpoint),
+    "LanguageModel.load_from_checkpoint": (language_model, lambda p: type(language_model()).load_from_checkpoint(p)),
+    "SequenceClassifier.load_from_checkpoint": (classifier, lambda p: type(classifier()).load_from_checkpoint(p)),
     "Seq2Seq.from_pretrained": (seq2seq, Seq2Seq.from_pretrained),
     "Tagger.load_from_checkpoint": (tagger, Tagger.load_from_checkpoint),
     "spaCy seqlearn_tagger component": (tagger, _load_with_spacy),
