@@ -73,8 +73,9 @@ class LastPooling(Pooling):
     """Forward state at the last real token; backward state (BiRNN) at the first token."""
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        rows = torch.arange(states.size(0), device=states.device)
-        forward = states[rows, _last_index(mask)]
+        # gather, not states[rows, index]: the ONNX exporter cannot translate that advanced indexing
+        index = _last_index(mask).view(-1, 1, 1).expand(-1, 1, states.size(2))
+        forward = states.gather(1, index).squeeze(1)
         if self.directions == 1:
             return forward
         half = self.input_size // 2
