@@ -4,6 +4,9 @@
     seqlearn tag --ckpt T.ckpt < in.txt > out.conll
                                 tag one sentence per line with a trained Tagger; writes
                                 token<TAB>tag lines, a blank line after each sentence
+    seqlearn export --ckpt M.ckpt --out DIR [--format torchscript|onnx]
+                                export a trained Seq2Seq, Tagger, LanguageModel or
+                                SequenceClassifier for serving (seqlearn.serving) without seqlearn
     seqlearn fit --config default_task [--trainer.max_epochs 4 ...]
                                 train a Seq2Seq with Lightning's CLI (a config file or the
                                 name of a bundled one: default_task, multi30k_de_en)
@@ -16,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -110,6 +114,17 @@ def _tag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    if _missing_checkpoint("export", args.ckpt):
+        return 2
+    from .export import export_checkpoint
+
+    out = export_checkpoint(args.ckpt, args.out, args.format)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    print(f"{out}: {manifest['model']} exported as {args.format}: {', '.join(manifest['graphs'])}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqlearn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,6 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence", action="store_true", help="add a third column: the probability of the tag")
     p.add_argument("--device", default="cpu", help="torch device to run on (default cpu)")
     p.set_defaults(func=_tag)
+    p = sub.add_parser(
+        "export",
+        help="export a trained model's checkpoint to TorchScript or ONNX for serving without seqlearn",
+        description="Load a checkpoint of a Seq2Seq, Tagger, LanguageModel or SequenceClassifier and write its "
+        "graphs, vocabularies and manifest.json into --out, each graph checked against the model's own outputs; "
+        "serve the folder with seqlearn/serving.py (torch or onnxruntime alone).",
+    )
+    p.add_argument("--ckpt", required=True, help="checkpoint (.ckpt) written by Lightning")
+    p.add_argument("--out", required=True, help="folder to write the export into (created if missing)")
+    p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript",
+                   help="torchscript (.pt, torch.jit.load) or onnx (.onnx, onnxruntime); default torchscript")
+    p.set_defaults(func=_export)
     _add_seq2seq_parsers(sub)
     return parser
 

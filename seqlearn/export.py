@@ -2,16 +2,16 @@
 
 ::
 
-    from seqlearn.export import export_seq2seq, export_tagger
+    from seqlearn.export import export, export_checkpoint
 
-    export_seq2seq(model, "exported/", format="torchscript")   # or format="onnx"
-    export_tagger(tagger, "tagger-exported/", format="onnx")
+    export(model, "exported/", format="torchscript")   # or format="onnx"; any model below
+    export_checkpoint("lm.ckpt", "lm-exported/")       # a checkpoint file: seqlearn export --ckpt lm.ckpt --out lm-exported/
 
 An export is a folder: the graphs (``*.pt`` TorchScript for ``torch.jit.load`` or C++
 ``torch::jit::load``; ``*.onnx`` opset 17 for onnxruntime), the vocabularies as
 ``seqlearn.vocab/1`` JSON and ``manifest.json`` naming each graph's file, inputs and
 outputs.  :mod:`seqlearn.serving` (a standalone file: torch or onnxruntime, no seqlearn)
-loads such a folder and decodes greedily or tags.
+loads such a folder and decodes greedily, tags, continues prompts or classifies.
 
 What exports, to both formats
 -----------------------------
@@ -33,6 +33,17 @@ What exports, to both formats
   (bool prefix mask) -> the best path ``tags (batch, time)`` (-1 at padding) and its
   ``scores (batch,)``, obeying the CRF's tag scheme, as :meth:`CRF.viterbi` with
   ``top_k=1``.  A TorchScript-compiled loop over time: an ONNX ``Loop``.
+* :class:`~seqlearn.language_model.LanguageModel` (any cell, plugin cells included: the
+  step runs no loop over time; tied weights): ``step`` alone, the search protocol's
+  :meth:`~seqlearn.language_model.LanguageModel.search_step`: ``prev_tokens (N,)`` and the
+  state ``hidden.<layer>.<part> (N, hidden)`` -> ``log_probs (N, V)`` (``-inf`` for
+  ``<pad>`` and ``<s>``) and ``next.hidden.<layer>.<part>``.  The state starts at zeros
+  (the manifest's ``state.zeros`` gives the sizes) and a prompt is read through the step,
+  one token at a time: the served model needs no packed sequences.
+* :class:`~seqlearn.classifier.SequenceClassifier` (every built-in pooling, forward or
+  bidirectional, single- or multi-label): ``probabilities``: ``word_ids (batch, len)``,
+  ``lengths (batch,)`` (each >= 1) -> ``probabilities (batch, num_labels)`` (softmax, or
+  sigmoids for multi-label), as :meth:`SequenceClassifier.predict` computes them.
 
 Every graph takes any batch size and any lengths: it is traced (``viterbi``: compiled)
 on one input, then loaded back from the file and checked against the model's own eager
@@ -42,8 +53,13 @@ largest absolute difference.
 
 What does not export (:class:`~seqlearn.errors.ExportError` names the component)
 -------------------------------------------------------------------------------------
-* Encoders over cells without a fused kernel (plugin cells, or ``use_fused=False``):
-  they run a Python loop over time steps, which tracing would fix to one source length.
+* Encoders over cells without a fused kernel (plugin cells, or ``use_fused=False``) in a
+  Seq2Seq, Tagger or SequenceClassifier: they run a Python loop over time steps, which
+  tracing would fix to one source length.
+* Jordan-network classifiers (``jordan=True``): the same loop over time, each step reading
+  the previous step's output (traced, the graph fails on any other text length).
+* Language-model sampling (temperature, top-k, top-p) and beam search: Python loops in
+  :mod:`seqlearn.search`, which run over the served step as for Seq2Seq.
 * Beam search, sampling, n-best lists, length and coverage penalties: Python loops whose
   beams change shape.  The served step follows the search protocol, so
   :func:`seqlearn.search.beam_search` runs over it in Python.
@@ -57,6 +73,10 @@ What does not export (:class:`~seqlearn.errors.ExportError` names the component)
   Both formats here therefore go through TorchScript (``torch.jit.trace``/``script`` and
   ``torch.onnx.export(..., dynamo=False)``), which torch 2.13 deprecates but still ships.
 
+:func:`export_checkpoint` (and ``seqlearn export --ckpt PATH --out DIR [--format
+torchscript|onnx]``) loads a checkpoint file of any of these models -- the one whose
+constructor takes exactly the checkpoint's hyperparameters -- and exports it.
+
 Other models plug in with :func:`exporter`, building their graphs with
 :func:`search_graphs` (any model with the search protocol ``start``/``step``; with
 ``encoder=False`` a model whose state starts at zeros and reads its context through
@@ -67,7 +87,9 @@ a classifier's ``(ids, lengths) -> probabilities``), and writing them with
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
+import inspect
 import json
 import warnings
 from dataclasses import dataclass
@@ -85,14 +107,17 @@ from .errors import ConfigError, ExportError
 from .vocab import Vocab
 
 if TYPE_CHECKING:
+    from .classifier import SequenceClassifier
     from .crf import CRF
     from .encoder import RNNEncoder
+    from .language_model import LanguageModel
     from .seq2seq import Seq2Seq
     from .tagger import Tagger
 
 __all__ = [
-    "FORMATS", "ExportedGraph", "export", "export_seq2seq", "export_tagger", "export_crf", "exporter",
-    "trace_graph", "script_graph", "search_graphs", "write_export",
+    "FORMATS", "ExportedGraph", "export", "export_checkpoint", "export_seq2seq", "export_tagger", "export_crf",
+    "export_language_model", "export_classifier", "exporter", "trace_graph", "script_graph", "search_graphs",
+    "write_export",
 ]
 
 #: format -> file suffix
@@ -507,12 +532,57 @@ def exporter(class_path: str) -> Callable[[Callable[..., Path]], Callable[..., P
 
 
 def export(model: nn.Module, directory: str | Path, format: str = "torchscript", *, check: bool = True) -> Path:
-    """Export any model with a registered exporter (Seq2Seq, Tagger, CRF) into ``directory``."""
+    """Export any model with a registered exporter (Seq2Seq, Tagger, CRF, LanguageModel,
+    SequenceClassifier) into ``directory``."""
     for cls in type(model).__mro__:
         fn = EXPORTERS.get(f"{cls.__module__}:{cls.__qualname__}")
         if fn is not None:
             return fn(model, directory, format, check=check)
     raise ExportError(f"no exporter for {type(model).__name__}; exportable: {', '.join(sorted(EXPORTERS))}")
+
+
+def _checkpoint_classes() -> list[type]:
+    """The LightningModules with a registered exporter (those that have checkpoints)."""
+    classes = []
+    for path in EXPORTERS:
+        module, name = path.split(":")
+        cls = getattr(importlib.import_module(module), name)
+        if hasattr(cls, "load_from_checkpoint"):
+            classes.append(cls)
+    return classes
+
+
+def _fits(cls: type, hparams: dict[str, Any]) -> bool:
+    """Whether ``cls(**hparams)`` takes exactly these hyperparameters: every argument it
+    requires, and no name it does not know (keys starting with ``_`` are left to the loader,
+    which refuses them)."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    names = {p.name for p in params}
+    required = {p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    given = {k for k in hparams if not (isinstance(k, str) and k.startswith("_"))}
+    return required <= given <= names
+
+
+def export_checkpoint(path: str | Path, directory: str | Path, format: str = "torchscript", *,
+                      check: bool = True) -> Path:
+    """Load a seqlearn checkpoint file -- of whichever exportable model (Seq2Seq, Tagger,
+    LanguageModel, SequenceClassifier) its hyperparameters are the arguments of -- on the
+    CPU and :func:`export` it (``seqlearn export``).  Checkpoints are read as data only
+    (:mod:`seqlearn.checkpoint_loading`); one of no exportable model raises
+    :class:`~seqlearn.errors.ExportError`.  Returns ``directory``."""
+    from .checkpoint_loading import load_checkpoint
+
+    checkpoint = load_checkpoint(path, "cpu")
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    classes = _checkpoint_classes()
+    matches = [cls for cls in classes if isinstance(hparams, dict) and _fits(cls, hparams)]
+    if len(matches) != 1:
+        names = ", ".join(cls.__name__ for cls in classes)
+        raise ExportError(f"{path}: not a checkpoint of an exportable model ({names}): "
+                          + ("no hyperparameters in it" if not isinstance(hparams, dict)
+                             else f"its hyperparameters fit {len(matches)} of them"))
+    model = matches[0].load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    return export(model, directory, format, check=check)
 
 
 def _components(model: nn.Module) -> dict[str, str]:
@@ -633,3 +703,49 @@ def export_crf(crf: CRF, directory: str | Path, format: str = "torchscript", *, 
         manifest = {"model": "crf", "tag_names": None if crf.tag_names is None else list(crf.tag_names),
                     "scheme": crf.scheme}
         return write_export(directory, format, [viterbi_graph(crf, examples)], {}, manifest, check)
+
+
+@exporter("seqlearn.language_model:LanguageModel")
+def export_language_model(model: LanguageModel, directory: str | Path, format: str = "torchscript", *,
+                          check: bool = True) -> Path:
+    """Export a :class:`~seqlearn.language_model.LanguageModel` as graph ``step`` alone (see
+    the module docstring) with vocabulary ``tokens``; serve with
+    :class:`seqlearn.serving.ExportedLanguageModel`, which reads prompts through the step.
+    Returns ``directory``."""
+    with inference_mode(model):
+        contexts = _sequences(model.vocab, EXAMPLE_LENGTHS)
+        graphs, state = search_graphs(model, model.start, model.search_step, contexts, len(model.vocab),
+                                      "LanguageModel", encoder=False)
+        manifest = {"model": "language_model", "state": state, "tokenizer": model.hparams.tokenizer,
+                    "lowercase": model.hparams.lowercase}
+        return write_export(directory, format, graphs, {"tokens": model.vocab}, manifest, check)
+
+
+@exporter("seqlearn.classifier:SequenceClassifier")
+def export_classifier(model: SequenceClassifier, directory: str | Path, format: str = "torchscript", *,
+                      check: bool = True) -> Path:
+    """Export a :class:`~seqlearn.classifier.SequenceClassifier` as graph ``probabilities``
+    (see the module docstring) with vocabularies ``words`` and ``labels``; serve with
+    :class:`seqlearn.serving.ExportedClassifier`.  Jordan networks are refused.  Returns
+    ``directory``."""
+    if model.hparams.jordan:
+        cell = registry.describe(model.encoder.cells[0], "cells")
+        raise ExportError(
+            f"SequenceClassifier Jordan encoder ({cell}): it runs a Python loop over time steps, each reading the "
+            "previous step's output, which an export would fix to the traced text length; classifiers export with "
+            "the RNN encoder (jordan=False)"
+        )
+    _check_traceable(model.encoder, "SequenceClassifier encoder")
+    with inference_mode(model):
+
+        def probabilities(word_ids: Tensor, lengths: Tensor) -> Tensor:
+            return model.probabilities(model(Padded(word_ids, lengths)))
+
+        component = f"SequenceClassifier with {registry.describe(model.pooling, 'poolings')}"
+        graph = trace_graph("probabilities", probabilities, model, ["word_ids", "lengths"], ["probabilities"],
+                            _sequences(model.vocab, EXAMPLE_LENGTHS), component)
+        manifest = {"model": "classifier", "labels": list(model.labels), "multi_label": model.multi_label,
+                    "threshold": model.hparams.threshold, "tokenizer": model.hparams.tokenizer,
+                    "lowercase": model.hparams.lowercase}
+        return write_export(directory, format, [graph], {"words": model.vocab, "labels": model.label_vocab},
+                            manifest, check)

@@ -10,8 +10,14 @@ folder and serve from there.  A folder holds ``manifest.json``, the graphs
     translator.translate(["a b c", ["d", "e"]])     # [['x', 'y'], ['z']]
     tagger = load("tagger-exported/")               # Tagger: Viterbi or argmax
     tagger.tag([["EU", "rejects", "German", "call"]])
+    lm = load("lm-exported/")                       # LanguageModel: greedy continuation
+    lm.generate(["a dog", ""], max_length=20)        # [['runs', '.'], ['a', 'man', ...]]
+    classifier = load("classifier-exported/")       # SequenceClassifier
+    classifier.classify(["what a lovely film"])[0]  # Classification(tokens=[...], labels=['pos'],
+                                                    #   probabilities={'pos': 0.97, 'neg': 0.03})
 
-or from a shell, one input per line: ``python serving.py exported/ < sentences.txt``.
+or from a shell, one input per line: ``python serving.py exported/ < sentences.txt``
+(a translation, tags, a continuation or labels per line).
 
 Strings are split on whitespace; a model trained with another tokenizer (the manifest
 names it) takes token lists.  Greedy decoding written out, as a server in another
@@ -24,8 +30,14 @@ language would (``graph`` runs one exported graph on named tensors)::
         prev = out["log_probs"].argmax(-1)                      # a row is done once it gave </s>
         state.update({name: out["next." + name] for name in carried})
 
-:meth:`ExportedSeq2Seq.start` and :meth:`ExportedSeq2Seq.step` follow the search protocol
-of :mod:`seqlearn.search` (a dict state with the batch in dim 0), so
+A language model exports its step alone: its state starts at zeros
+(:meth:`ExportedLanguageModel.init_state`, sizes in the manifest's ``state.zeros``) and
+reads the prompt ``</s> w1 ... wn`` through the same step, ``wn`` being the first token
+fed to the greedy loop.
+
+:meth:`ExportedSeq2Seq.start`/:meth:`~ExportedSeq2Seq.step` and
+:meth:`ExportedLanguageModel.start`/:meth:`~ExportedLanguageModel.step` follow the search
+protocol of :mod:`seqlearn.search` (a dict state with the batch in dim 0), so
 ``seqlearn.search.beam_search(model.step, model.start(ids, lengths), ...)`` runs beam
 search over the exported graphs too.
 """
@@ -36,7 +48,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 
@@ -122,25 +134,42 @@ class _Exported:
         }
         self.vocabs = {name: Vocabulary(self.directory / file) for name, file in manifest["vocabs"].items()}
 
-    def _tokens(self, inputs: Sequence[str | Sequence[str]]) -> list[list[str]]:
+    def _tokens(self, inputs: Sequence[str | Sequence[str]], lowercase: bool = False) -> list[list[str]]:
         tokenizer = self.manifest.get("tokenizer", "whitespace")
         if any(isinstance(x, str) for x in inputs) and tokenizer != "whitespace":
             raise ValueError(f"this model was trained on {tokenizer!r} tokens: pass token lists, not strings")
-        return [x.split() if isinstance(x, str) else list(x) for x in inputs]
+        token_lists = [x.split() if isinstance(x, str) else list(x) for x in inputs]
+        return [[t.lower() for t in tokens] for tokens in token_lists] if lowercase else token_lists
 
 
-class ExportedSeq2Seq(_Exported):
-    """An exported :class:`seqlearn.Seq2Seq`: graphs ``encoder`` and ``step``."""
+Step = Callable[[torch.Tensor, State], tuple[torch.Tensor, State, Any]]
+
+
+def greedy_decode(step: Step, state: State, first: torch.Tensor, eos: int, max_length: int) -> list[list[int]]:
+    """The most probable token at each step of ``step`` (search protocol) from ``state``,
+    fed ``first`` ``(batch,)`` first, for ``max_length`` steps at most; each row's ids stop
+    before its ``</s>`` (``eos``)."""
+    prev = first
+    done = torch.zeros(first.size(0), dtype=torch.bool)
+    steps = []
+    for _ in range(max_length):
+        log_probs, state, _ = step(prev, state)
+        # a finished row keeps running (rows are independent) but only ever repeats </s>
+        prev = log_probs.argmax(-1).masked_fill(done, eos)
+        steps.append(prev)
+        done |= prev == eos
+        if bool(done.all()):
+            break
+    rows = torch.stack(steps, 1).tolist() if steps else [[] for _ in range(first.size(0))]
+    return [row[: row.index(eos)] if eos in row else row for row in rows]
+
+
+class _Stepping(_Exported):
+    """An exported model with a ``step`` graph under the search protocol of :mod:`seqlearn.search`."""
 
     def __init__(self, directory: str | os.PathLike, manifest: dict[str, Any]):
         super().__init__(directory, manifest)
-        self.src, self.tgt = self.vocabs["src"], self.vocabs["tgt"]
         self.carried: list[str] = manifest["state"]["carried"]
-
-    def start(self, src_ids: torch.Tensor, src_lengths: torch.Tensor) -> State:
-        """The decoder's initial state for source ids ``(batch, src_len)`` (each row ending in
-        ``</s>``) with lengths ``(batch,)``."""
-        return self.graphs["encoder"](src_ids=src_ids, src_lengths=src_lengths)
 
     def step(self, prev_tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State, torch.Tensor | None]:
         """Search protocol: log-probabilities ``(N, V)`` of the token after ``prev_tokens``
@@ -148,24 +177,24 @@ class ExportedSeq2Seq(_Exported):
         out = self.graphs["step"](prev_tokens=prev_tokens, **state)
         return out["log_probs"], {**state, **{name: out[f"next.{name}"] for name in self.carried}}, out.get("attention")
 
+
+class ExportedSeq2Seq(_Stepping):
+    """An exported :class:`seqlearn.Seq2Seq`: graphs ``encoder`` and ``step``."""
+
+    def __init__(self, directory: str | os.PathLike, manifest: dict[str, Any]):
+        super().__init__(directory, manifest)
+        self.src, self.tgt = self.vocabs["src"], self.vocabs["tgt"]
+
+    def start(self, src_ids: torch.Tensor, src_lengths: torch.Tensor) -> State:
+        """The decoder's initial state for source ids ``(batch, src_len)`` (each row ending in
+        ``</s>``) with lengths ``(batch,)``."""
+        return self.graphs["encoder"](src_ids=src_ids, src_lengths=src_lengths)
+
     def greedy(self, src_ids: torch.Tensor, src_lengths: torch.Tensor, max_length: int) -> list[list[int]]:
         """The most probable token at each step, for ``max_length`` steps at most; each row's
         ids stop before its ``</s>``."""
-        bos, eos = self.tgt.special("<s>"), self.tgt.special("</s>")
-        state = self.start(src_ids, src_lengths)
-        prev = torch.full((src_ids.size(0),), bos, dtype=torch.long)
-        done = torch.zeros(src_ids.size(0), dtype=torch.bool)
-        steps = []
-        for _ in range(max_length):
-            log_probs, state, _ = self.step(prev, state)
-            # a finished row keeps running (rows are independent) but only ever repeats </s>
-            prev = log_probs.argmax(-1).masked_fill(done, eos)
-            steps.append(prev)
-            done |= prev == eos
-            if bool(done.all()):
-                break
-        rows = torch.stack(steps, 1).tolist() if steps else [[] for _ in range(src_ids.size(0))]
-        return [row[: row.index(eos)] if eos in row else row for row in rows]
+        first = torch.full((src_ids.size(0),), self.tgt.special("<s>"), dtype=torch.long)
+        return greedy_decode(self.step, self.start(src_ids, src_lengths), first, self.tgt.special("</s>"), max_length)
 
     def translate(self, inputs: Sequence[str | Sequence[str]], max_length: int | None = None) -> list[list[str]]:
         """Greedy translations (token lists) of sentences or token lists, as
@@ -239,8 +268,96 @@ class ExportedCRF(_Exported):
         return [row[:n] for row, n in zip(tags.tolist(), mask.sum(1).tolist())]
 
 
+class ExportedLanguageModel(_Stepping):
+    """An exported :class:`seqlearn.LanguageModel`: graph ``step`` alone.  The state starts
+    at zeros and reads a prompt one token at a time through the step, as the model's
+    streaming :meth:`~seqlearn.LanguageModel.step` does."""
+
+    def __init__(self, directory: str | os.PathLike, manifest: dict[str, Any]):
+        super().__init__(directory, manifest)
+        self.vocab = self.vocabs["tokens"]
+        self.zeros: dict[str, list[int]] = manifest["state"]["zeros"]
+
+    def init_state(self, batch: int = 1) -> State:
+        """The state before the first token of ``batch`` streams: zeros."""
+        return {name: torch.zeros(batch, *size) for name, size in self.zeros.items()}
+
+    def start(self, ids: torch.Tensor, lengths: torch.Tensor) -> State:
+        """Search protocol: the state after reading each row of ``ids`` ``(batch, len)`` up to
+        its length ``(batch,)`` through the step (a row of length 0 keeps the zero state)."""
+        state = self.init_state(ids.size(0))
+        for t in range(int(lengths.max()) if lengths.numel() else 0):
+            _, read, _ = self.step(ids[:, t], state)
+            reading = t < lengths
+            state = {name: torch.where(reading.view(-1, *[1] * (x.dim() - 1)), read[name], x)
+                     for name, x in state.items()}
+        return state
+
+    def greedy(self, ids: torch.Tensor, lengths: torch.Tensor, max_length: int) -> list[list[int]]:
+        """Continue each row of ``ids`` ``(batch, len)`` with lengths ``(batch,)`` (each >= 1):
+        read all its tokens but the last, then feed the last and take the most probable token
+        at each step, for ``max_length`` steps at most; each row's ids stop before its ``</s>``."""
+        last = ids.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)
+        return greedy_decode(self.step, self.start(ids, lengths - 1), last, self.vocab.special("</s>"), max_length)
+
+    def generate(self, prompts: str | Sequence[str | Sequence[str]] = "", max_length: int = 100) -> list[list[str]]:
+        """The greedy continuation (tokens, without ``</s>``) of each prompt to the end of its
+        sentence, as ``LanguageModel.generate(prompts, beam_size=1)``: a prompt is a string
+        (``""`` starts a new sentence) or a token list, after ``</s>``; ``max_length`` counts
+        steps, ``</s>`` included."""
+        token_lists = self._tokens([prompts] if isinstance(prompts, str) else prompts, self.manifest["lowercase"])
+        eos = self.vocab.special("</s>")
+        # padding is never read; a vocabulary without <pad> pads with 0
+        ids, lengths = pad([[eos, *self.vocab.encode(tokens)] for tokens in token_lists],
+                           self.vocab.special("<pad>") or 0)
+        return [[self.vocab.itos[i] for i in row] for row in self.greedy(ids, lengths, max_length)]
+
+
+class Classification(NamedTuple):
+    """A served classifier's answer for one text, as ``SequenceClassifier.predict`` gives it."""
+
+    tokens: list[str]
+    labels: list[str]
+    probabilities: dict[str, float]
+
+
+class ExportedClassifier(_Exported):
+    """An exported :class:`seqlearn.SequenceClassifier`: graph ``probabilities``."""
+
+    def __init__(self, directory: str | os.PathLike, manifest: dict[str, Any]):
+        super().__init__(directory, manifest)
+        self.words = self.vocabs["words"]
+        self.labels: list[str] = manifest["labels"]
+
+    def classify(self, texts: str | Sequence[str | Sequence[str]], batch_size: int = 64) -> list[Classification]:
+        """Label probabilities and predicted labels of each text (a string or a token list;
+        a bare string is one text): single-label, the most probable label; multi-label,
+        every label above the threshold, most probable first.  A text without tokens
+        raises ValueError."""
+        token_lists = self._tokens([texts] if isinstance(texts, str) else texts, self.manifest["lowercase"])
+        for i, tokens in enumerate(token_lists):
+            if not tokens:
+                raise ValueError(f"text {i} has no tokens: a classifier needs at least one")
+        results = []
+        for begin in range(0, len(token_lists), batch_size):
+            chunk = token_lists[begin : begin + batch_size]
+            word_ids, lengths = pad([self.words.encode(tokens) for tokens in chunk], self.words.special("<pad>"))
+            probs = self.graphs["probabilities"](word_ids=word_ids, lengths=lengths)["probabilities"]
+            results.extend(self._classification(tokens, p) for tokens, p in zip(chunk, probs))
+        return results
+
+    def _classification(self, tokens: list[str], probs: torch.Tensor) -> Classification:
+        ranked = probs.argsort(descending=True).tolist()
+        if self.manifest["multi_label"]:
+            chosen = [self.labels[i] for i in ranked if probs[i] > self.manifest["threshold"]]
+        else:
+            chosen = [self.labels[ranked[0]]]
+        return Classification(tokens, chosen, dict(zip(self.labels, probs.tolist())))
+
+
 #: manifest "model" -> the class serving it
-SERVED = {"seq2seq": ExportedSeq2Seq, "tagger": ExportedTagger, "crf": ExportedCRF}
+SERVED = {"seq2seq": ExportedSeq2Seq, "tagger": ExportedTagger, "crf": ExportedCRF,
+          "language_model": ExportedLanguageModel, "classifier": ExportedClassifier}
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
@@ -260,18 +377,28 @@ def load(directory: str | os.PathLike) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python serving.py DIRECTORY``: translate or tag each line of stdin, one output line
-    each (tags tab-separated)."""
+    """``python serving.py DIRECTORY``: for each line of stdin, one output line: its
+    translation, its tags (tab-separated), the continuation of it as a prompt (a language
+    model) or its labels (tab-separated; a classifier)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         print("usage: python serving.py EXPORTED_DIRECTORY < lines", file=sys.stderr)
         return 2
     model = load(args[0])
     lines = [line.rstrip("\n") for line in sys.stdin]
-    run = model.translate if isinstance(model, ExportedSeq2Seq) else model.tag
-    sep = " " if isinstance(model, ExportedSeq2Seq) else "\t"
-    for tokens in run(lines):
-        print(sep.join(tokens))
+    if isinstance(model, ExportedSeq2Seq):
+        outputs = [" ".join(tokens) for tokens in model.translate(lines)]
+    elif isinstance(model, ExportedTagger):
+        outputs = ["\t".join(tags) for tags in model.tag(lines)]
+    elif isinstance(model, ExportedLanguageModel):
+        outputs = [" ".join(tokens) for tokens in model.generate(lines)]
+    elif isinstance(model, ExportedClassifier):
+        outputs = ["\t".join(result.labels) for result in model.classify(lines)]
+    else:
+        print(f"{args[0]}: a {model.manifest['model']} export does not read text lines", file=sys.stderr)
+        return 2
+    for line in outputs:
+        print(line)
     return 0
 
 

@@ -1,9 +1,12 @@
 """Export: every exported graph, loaded back from its file (TorchScript or onnxruntime),
 against the model's own eager outputs on batch sizes and lengths it was not traced on;
-greedy decoding from the exported graphs against ``Seq2Seq.translate``; the exported
-Viterbi against ``CRF.decode``; the serving file run without seqlearn; refusals."""
+greedy decoding from the exported graphs against ``Seq2Seq.translate`` and
+``LanguageModel.generate``; the exported Viterbi against ``CRF.decode``; served
+classification against ``SequenceClassifier.predict``; the serving file run without
+seqlearn; ``seqlearn export`` on checkpoints of each model; refusals."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -12,17 +15,21 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from seqlearn import registry, search, serving
 from seqlearn.batching import Padded, pad
 from seqlearn.cells import Cell
+from seqlearn.classifier import SequenceClassifier
+from seqlearn.cli import main as cli_main
 from seqlearn.crf import CRF
 from seqlearn.errors import ExportError
 from seqlearn.export import (
-    EXAMPLE_LENGTHS, export, export_crf, export_seq2seq, export_tagger, inference_mode, search_graphs, trace_graph,
-    write_export,
+    EXAMPLE_LENGTHS, export, export_classifier, export_crf, export_language_model, export_seq2seq, export_tagger,
+    inference_mode, search_graphs, trace_graph, write_export,
 )
+from seqlearn.language_model import LanguageModel
 from seqlearn.seq2seq import Seq2Seq
 from seqlearn.tagger import Tagger
 from seqlearn.vocab import Vocab
@@ -323,3 +330,225 @@ def test_vocabularies_are_saved_as_seqlearn_json(exported_translators):
     folder = Path(folders["torchscript"])
     assert Vocab.load(folder / "src_vocab.json") == model.src_vocab
     assert Vocab.load(folder / "tgt_vocab.json") == model.tgt_vocab
+
+
+
+# -- language model --------------------------------------------------------------------------------
+
+LM_WORDS = [f"w{i}" for i in range(14)]
+LM_MODELS = {
+    "lstm-2x-tied": dict(cell="lstm", num_layers=2),
+    "gru-projected": dict(cell="gru", hidden_size=10),  # tied through a projection to the embedding width
+    "plugin-cell-untied": dict(cell="test-export-elman", num_layers=1, tie_weights=False),  # no loop over time
+}
+
+
+def tiny_lm(seed: int = 0, sharpness: float = 1.0, **options) -> LanguageModel:
+    """A random language model (lowercasing its input) with its embeddings (tied: and output
+    layer) scaled up by ``sharpness``, for clear-cut choices."""
+    torch.manual_seed(seed)
+    options = dict(embedding_dim=6, hidden_size=8, dropout=0.0, input_dropout=0.0) | options
+    lm = LanguageModel(Vocab(LM_WORDS), lowercase=True, **options)
+    with torch.no_grad():
+        lm.embedding.weight.mul_(sharpness)
+    return lm.eval()
+
+
+def generating_lm() -> LanguageModel:
+    """A seed and sharpness whose greedy continuations of PROMPTS have lengths 4 to 24."""
+    return tiny_lm(seed=3, sharpness=5.0, cell="lstm", num_layers=2)
+
+
+@pytest.mark.parametrize("config", LM_MODELS)
+def test_language_model_step_graph_reproduces_streaming_and_start(config, backend, tmp_path):
+    lm = tiny_lm(**LM_MODELS[config])
+    export_language_model(lm, tmp_path, backend)
+    served = serving.load(tmp_path)
+    assert isinstance(served, serving.ExportedLanguageModel) and set(served.graphs) == {"step"}
+    gen = torch.Generator().manual_seed(3)
+    streams = torch.randint(0, len(lm.vocab), (4, 10), generator=gen)  # 4 streams of 10 tokens, specials too
+    want, got = lm.init_state(4), served.init_state(4)
+    for tokens in streams.t():  # the exported state feeds the next exported step
+        want_lp, want = lm.step(tokens, want)
+        got_lp, got, attention = served.step(tokens, got)
+        assert attention is None and list(got) == list(want)
+        assert_same(got_lp, want_lp)
+        for name in want:
+            assert_same(got[name], want[name])
+    # the prompt read step by step from zeros = LanguageModel.start over packed sequences
+    lengths = torch.tensor([10, 0, 3, 7])
+    with torch.no_grad():
+        want = lm.start(Padded(streams, lengths))
+    got = served.start(streams, lengths)
+    for name in want:
+        assert_same(got[name], want[name])
+
+
+PROMPTS = ["", "w5", "W7 w3 W9", ["w4", "unknown", "w11"], "w12 w12 w12 w12 w12 w12", "w6 w8"]
+
+
+def test_served_greedy_generation_equals_generate(backend, tmp_path):
+    lm = generating_lm()
+    want = [h[0].tokens for h in lm.generate(PROMPTS, beam_size=1, max_length=40)]
+    assert len({len(t) for t in want}) > 3
+    export(lm, tmp_path, backend)
+    served = serving.load(tmp_path)
+    assert served.generate(PROMPTS, max_length=40) == want
+    assert served.generate("W7 w3", max_length=3) == [h[0].tokens for h in lm.generate("w7 w3", max_length=3)]
+
+
+def test_beam_search_runs_over_the_served_language_model_step(tmp_path):
+    lm = generating_lm()
+    served = serving.load(export(lm, tmp_path))
+    prompts = [["w5"], ["w7", "w3", "w9"]]
+    eos = lm.vocab.eos_index
+    rows = pad([[eos, *lm.vocab.encode(p)] for p in prompts], lm.vocab.pad_index)
+    ids, lengths = rows.ids, rows.lengths
+    first = ids.gather(1, (lengths - 1)[:, None]).squeeze(1)
+    got = search.beam_search(served.step, served.start(ids, lengths - 1), bos_index=first, eos_index=eos,
+                             max_length=12, beam_size=3, n_best=2)
+    want = lm.generate(prompts, beam_size=3, n_best=2, max_length=12)
+    assert [[[lm.vocab.itos[i] for i in h.tokens] for h in hyps] for hyps in got] == [[h.tokens for h in hyps]
+                                                                                      for hyps in want]
+    assert [h.score for hyps in got for h in hyps] == pytest.approx([h.score for hyps in want for h in hyps], abs=1e-5)
+
+
+# -- sequence classifier ---------------------------------------------------------------------------
+
+CLF_WORDS = [f"w{i}" for i in range(16)]
+CLASSIFIERS = {
+    "bigru-last": dict(pooling="last"),  # the pooling gathers: no advanced indexing for ONNX
+    "lstm-forward-2x-last-multilabel": dict(cell="lstm", bidirectional=False, num_layers=2, multi_label=True),
+    "bigru-mean": dict(pooling="mean"),
+    "rnn-max": dict(cell="rnn", pooling="max"),
+    "bilstm-attention": dict(cell="lstm", pooling="attention"),
+}
+TEXTS = ["w1 w2 W3", "w5", "w7 w8 w9 w10 w11 w12 w13 w14 w15 w2 w4", ["w4"] * 9, "w3 unknown w6", "w9 w0", "w13 w2"]
+
+
+def tiny_classifier(seed: int = 0, **options) -> SequenceClassifier:
+    torch.manual_seed(seed)
+    options = dict(embedding_dim=6, hidden_size=8, dropout=0.0) | options
+    model = SequenceClassifier(Vocab(CLF_WORDS), ["neg", "neu", "pos"], lowercase=True, **options)
+    with torch.no_grad():  # clear-cut decisions, and probabilities on both sides of the threshold
+        model.output.weight.mul_(6)
+    return model.eval()
+
+
+@pytest.mark.parametrize("config", CLASSIFIERS)
+def test_classifier_graph_reproduces_probabilities_and_predict(config, backend, tmp_path):
+    model = tiny_classifier(**CLASSIFIERS[config])
+    export_classifier(model, tmp_path, backend)
+    served = serving.load(tmp_path)
+    assert isinstance(served, serving.ExportedClassifier)
+    for k, lengths in enumerate(NEW_LENGTHS):
+        batch = random_batch(model.vocab, lengths, seed=k)
+        with torch.no_grad():
+            want = model.probabilities(model(batch))
+        got = served.graphs["probabilities"](word_ids=batch.ids, lengths=batch.lengths)["probabilities"]
+        assert_same(got, want)
+    want = model.predict(TEXTS)
+    got = served.classify(TEXTS, batch_size=3)
+    assert len({tuple(c.labels) for c in want}) > 1  # not one answer for every text
+    assert [(g.tokens, g.labels) for g in got] == [(w.tokens, w.labels) for w in want]
+    for g, w in zip(got, want):
+        assert list(g.probabilities) == list(w.probabilities)
+        assert list(g.probabilities.values()) == pytest.approx(list(w.probabilities.values()), abs=1e-5)
+
+
+def test_jordan_and_plugin_cell_classifiers_are_refused_by_name(tmp_path):
+    jordan = tiny_classifier(jordan=True, bidirectional=False, cell="gru")
+    with pytest.raises(ExportError, match=r"SequenceClassifier Jordan encoder \(cell 'gru' \(GRUCell\)\): .*loop"):
+        export(jordan, tmp_path)
+    assert not (tmp_path / "manifest.json").exists()
+    # the refusal is not overcautious: traced anyway, the graph fails the check on other lengths
+    with inference_mode(jordan):
+        examples = [(b.ids, b.lengths) for b in (random_batch(jordan.vocab, lens, seed=0) for lens in EXAMPLE_LENGTHS)]
+        graph = trace_graph("probabilities", lambda ids, n: jordan.probabilities(jordan(Padded(ids, n))), jordan,
+                            ["word_ids", "lengths"], ["probabilities"], examples, "traced Jordan classifier")
+        with pytest.raises(ExportError, match="traced Jordan classifier: the exported torchscript graph fails"):
+            write_export(tmp_path, "torchscript", [graph], {}, {"model": "classifier"})
+    plugin = tiny_classifier(cell="test-export-elman")
+    with pytest.raises(ExportError, match=r"SequenceClassifier encoder: cell 'test-export-elman' \(_ElmanCell\)"):
+        export(plugin, tmp_path)
+
+
+# -- seqlearn export ---------------------------------------------------------------------------------
+
+
+def save_checkpoint(model: pl.LightningModule, path: Path) -> Path:
+    """A Lightning checkpoint of ``model`` as ``Trainer.save_checkpoint`` writes it after fitting."""
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_cli_exports_a_language_model_checkpoint(tmp_path):
+    """``seqlearn export`` in a subprocess, as a user runs it."""
+    lm = generating_lm()
+    ckpt = save_checkpoint(lm, tmp_path / "lm.ckpt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "seqlearn.cli", "export", "--ckpt", str(ckpt), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "language_model exported as torchscript: step" in done.stdout
+    served = serving.load(tmp_path / "out")
+    assert served.generate(PROMPTS) == [h[0].tokens for h in lm.generate(PROMPTS, beam_size=1)]
+
+
+@pytest.fixture
+def checkpoints(tmp_path) -> dict[str, tuple[pl.LightningModule, Path]]:
+    models = {
+        "seq2seq": tiny_seq2seq(eos_bias=0.5), "tagger": tiny_tagger("cnn", "crf"),
+        "classifier": tiny_classifier(multi_label=True), "language_model": generating_lm(),
+    }
+    return {kind: (model, save_checkpoint(model, tmp_path / f"{kind}.ckpt")) for kind, model in models.items()}
+
+
+def test_cli_export_loads_each_kind_of_checkpoint(checkpoints, backend, tmp_path, capsys, monkeypatch):
+    for kind, (model, ckpt) in checkpoints.items():
+        out = tmp_path / f"{kind}-out"
+        assert cli_main(["export", "--ckpt", str(ckpt), "--out", str(out), "--format", backend]) == 0
+        assert f"{kind} exported as {backend}" in capsys.readouterr().out
+        served = serving.load(out)
+        assert served.manifest["model"] == kind and served.manifest["backend"] == backend
+        if kind == "seq2seq":
+            assert served.translate(SENTENCES) == [h[0].tokens for h in model.translate(SENTENCES, beam_size=1)]
+        elif kind == "tagger":
+            assert served.tag(TAG_SENTENCES) == [r.tags for r in model.predict(TAG_SENTENCES)]
+        elif kind == "classifier":
+            want = [c.labels for c in model.predict(TEXTS)]
+            assert [c.labels for c in served.classify(TEXTS)] == want
+            lines = [t if isinstance(t, str) else " ".join(t) for t in TEXTS]
+            assert serve_lines(out, lines, monkeypatch, capsys) == ["\t".join(labels) for labels in want]
+        else:
+            want = [h[0].tokens for h in model.generate(PROMPTS)]
+            assert served.generate(PROMPTS) == want
+            lines = [p if isinstance(p, str) else " ".join(p) for p in PROMPTS]
+            assert serve_lines(out, lines, monkeypatch, capsys) == [" ".join(tokens) for tokens in want]
+
+
+def serve_lines(folder: Path, lines: list[str], monkeypatch, capsys) -> list[str]:
+    """What ``python serving.py FOLDER`` prints for ``lines`` on stdin."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(f"{line}\n" for line in lines)))
+    assert serving.main([str(folder)]) == 0
+    return capsys.readouterr().out.split("\n")[:-1]
+
+
+def test_cli_export_of_a_missing_or_unsupported_checkpoint_fails_cleanly(tmp_path, capsys):
+    assert cli_main(["export", "--ckpt", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "a")]) == 2
+    assert "seqlearn export: " in (err := capsys.readouterr().err) and "missing.ckpt: no such checkpoint file" in err
+    # a Lightning checkpoint, but of a model that has no exporter
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"in_features": 3}, "pytorch-lightning_version": pl.__version__},
+               other)
+    assert cli_main(["export", "--ckpt", str(other), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "other.ckpt: not a checkpoint of an exportable model (" in err and "LanguageModel" in err
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint\n")
+    assert cli_main(["export", "--ckpt", str(text), "--out", str(tmp_path / "c")]) == 2
+    assert "notes.ckpt: not a PyTorch checkpoint" in capsys.readouterr().err
+    assert not any((tmp_path / d).exists() for d in "abc")
