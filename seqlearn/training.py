@@ -140,7 +140,7 @@ class TrainingModule(pl.LightningModule):
 
     def _where(self, batch: Any, batch_idx: int) -> str:
         """``batch 3 of epoch 0 (global step 12): 16 examples, ids (16, 9), (16, 12); training
-        examples 4, 17 (lines 5, 18 of train.tsv)``, from what the batch and data module know."""
+        examples 4, 17 (train.tsv, lines 5, 18)``, from what the batch and data module know."""
         where = f"batch {batch_idx}"
         if self._trainer is not None:
             where += f" of epoch {self.current_epoch} (global step {self.global_step})"
@@ -157,8 +157,8 @@ class TrainingModule(pl.LightningModule):
         examples = getattr(data, "examples", {}).get("train") if self.training else None
         if examples is not None and all(0 <= i < len(examples) for i in positions):
             lines = ", ".join(str(examples[i].line) for i in positions[:10]) + (" ..." if len(positions) > 10 else "")
-            source = data.sources.get("train") if hasattr(data, "sources") else None
-            where += f" (lines {lines}" + (f" of {data._where(source, 'train')})" if hasattr(data, "_where") else ")")
+            source = data._where(data.sources.get("train"), "train") + ", " if hasattr(data, "_where") else ""
+            where += f" ({source}lines {lines})"
         return where
 
     # -- data parallel ---------------------------------------------------------------------------

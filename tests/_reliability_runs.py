@@ -1,18 +1,19 @@
-"""Training runs that the reliability tests start as subprocesses (not a test module).
+"""Training runs that the reliability tests start as subprocesses, and tiny models they
+build in-process (not a test module).
 
     python tests/_reliability_runs.py MODEL OUT [--kill-at STEP] [--resume CKPT] [--devices N]
         [--fault-save N] [--budget-scale K] [--epochs E] [--no-noise]
 
 MODEL is ``seq2seq`` (the embedded default task, scheduled sampling, step LR schedule) or
 ``tagger`` (synthetic tagged sentences, word dropout, lr_decay).  Both draw random numbers
-(dropout...), so the random state matters, unless ``--no-noise``.  The run checkpoints into OUT/ckpt every 3 steps (``last.ckpt``
-too), and writes OUT/result.json (rank 0): the final weights file, the global train loss
-of each step and the final validation metrics.  ``--kill-at`` SIGKILLs the process at the end of
-that step; ``--fault-save N`` SIGKILLs it halfway through writing its N-th checkpoint.
-``--budget-scale K`` multiplies the token budget (one process with K times the budget
-trains on the global batch of K processes).  Under ``--devices 2`` the run is DDP on
-CPU (gloo) through Lightning's subprocess launcher, which starts this script again for
-rank 1.
+(dropout...), so the random state matters, unless ``--no-noise``.  The run checkpoints
+into OUT/ckpt every 3 steps (``last.ckpt`` too), and rank 0 writes OUT/weights.pt and
+OUT/result.json: the global training loss of each step and the final metrics.
+``--kill-at`` SIGKILLs the process at the end of that step; ``--fault-save N`` SIGKILLs it
+halfway through writing its N-th checkpoint file.  ``--budget-scale K`` multiplies the
+token budget (one process with K times the budget trains on the global batch of K
+processes).  Under ``--devices 2`` the run is DDP on CPU (gloo) through Lightning's
+subprocess launcher, which starts this script again for rank 1.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,6 +37,24 @@ from seqlearn.readers import TaggedSentence
 
 SEED = 0
 CHECKPOINT_EVERY = 3
+
+
+def run(*args: object, killed: bool = False) -> None:
+    """Run ``_reliability_runs.py ARGS``; it must end normally, or by SIGKILL when ``killed``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, __file__, *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    expected = -signal.SIGKILL if killed else 0
+    assert proc.returncode == expected, proc.stderr[-3000:]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)
+
+
+def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
 
 
 def tagged_sentences(n: int, seed: int) -> list[TaggedSentence]:
@@ -67,6 +87,22 @@ def build(model: str, budget_scale: int, noise: bool) -> tuple[pl.LightningModul
             word_dropout=0.1 if noise else 0.0, lr=1e-2, lr_decay=0.5,
         )  # fmt: skip
     return net, data
+
+
+def tiny(kind: str, on_nonfinite: str = "stop") -> tuple[pl.LightningModule, pl.LightningDataModule, torch.nn.Module]:
+    """For in-process tests: a tiny model, its data, and its output layer (which tests poison)."""
+    torch.manual_seed(0)
+    if kind == "seq2seq":
+        data = TranslationDataModule("default", limit=64, max_tokens=96, seed=0)
+        data.setup("fit")
+        model = Seq2Seq(data.src_vocab, data.tgt_vocab, embedding_dim=8, hidden_size=16, dropout=0.0, lr=1e-2,
+                        val_bleu=False, on_nonfinite=on_nonfinite)  # fmt: skip
+        return model, data, model.generator
+    data = TaggingDataModule(tagged_sentences(64, 1), max_tokens=40, seed=0)
+    data.setup("fit")
+    model = Tagger.from_datamodule(data, word_dim=8, char_dim=4, char_out_dim=4, hidden_size=8, dropout=0.0, lr=1e-2,
+                                   on_nonfinite=on_nonfinite)  # fmt: skip
+    return model, data, model.emission
 
 
 class Record(pl.Callback):

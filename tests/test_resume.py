@@ -6,39 +6,15 @@ SIGKILL them: the oracle is the same run left alone.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from _reliability_runs import CHECKPOINT_EVERY, max_difference, run, weights
 from seqlearn.batching import BucketBatchSampler, ResumableLoader
 from seqlearn.checkpointing import atomic_save, rng_state, set_rng_state
-
-RUNS = Path(__file__).with_name("_reliability_runs.py")
-CHECKPOINT_EVERY = 3  # as in _reliability_runs.py
-
-
-def run(*args: object, killed: bool = False) -> None:
-    """Run ``_reliability_runs.py ARGS``; it must end normally, or by SIGKILL when ``killed``."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, str(RUNS), *map(str, args)], env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
-    expected = -signal.SIGKILL if killed else 0
-    assert proc.returncode == expected, proc.stderr[-3000:]
-
-
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, weights_only=True)
-
-
-def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
 
 
 # -- the loader's position ---------------------------------------------------------------------
