@@ -12,8 +12,9 @@ gradient clipping 5.  Prints one JSON line.
 
 train-speed: target tokens (EOS included, padding not) per second over updates 51-250.
 decode-speed: beam 5, max length 50, GNMT length penalty alpha 1, batches of 64, test2016;
-generation time only.  timed-bleu: train for --minutes of wall-clock time from process start
-(data loading included), validating each epoch; the epoch with the best validation loss
+generation time only, in float32 and again with bfloat16 matrix products (``*_bf16``).
+timed-bleu: train for --minutes of wall-clock time from process start (data loading
+included), validating each epoch; the epoch with the best validation loss
 translates test2016 (beam 5 as above).  BLEU is sacreBLEU with tokenize="none" on the lowercased tokenized
 text (the peers' metric).  Peak RSS is the process's.
 """
@@ -110,19 +111,31 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bleu_tok(model: Seq2Seq, dm: TranslationDataModule, beam_size: int = 5) -> tuple[float, float, float]:
+def bleu_tok(model: Seq2Seq, dm: TranslationDataModule, beam_size: int = 5,
+             precision: str = "32") -> tuple[float, float, float]:
     """(BLEU on lowercased tokens, sentences/s of generation, mean hypothesis length)."""
     test = dm.split("test")
     model.eval()
     t0 = time.perf_counter()
     with torch.inference_mode():
         hyps = model.translate([ex.src for ex in test], beam_size=beam_size, max_length=51,
-                               length_penalty="gnmt", alpha=1.0, batch_size=64)
+                               length_penalty="gnmt", alpha=1.0, batch_size=64, precision=precision)
     seconds = time.perf_counter() - t0
     outputs = [" ".join(h[0].tokens) for h in hyps]
     refs = [" ".join(ex.tgt) for ex in test]
     bleu = sacrebleu.corpus_bleu(outputs, [refs], tokenize="none").score
     return bleu, len(test) / seconds, sum(len(h[0].tokens) for h in hyps) / len(hyps)
+
+
+def decode_figures(model: Seq2Seq, dm: TranslationDataModule) -> dict[str, float]:
+    """BLEU, sentences/s and mean length of beam-5 test2016 translations in float32, then
+    with bfloat16 matrix products (``translate(precision="bf16")``)."""
+    out = {}
+    for precision, suffix in (("32", ""), ("bf16", "_bf16")):
+        bleu, sents_per_s, hyp_len = bleu_tok(model, dm, precision=precision)
+        out.update({f"bleu_tok{suffix}": round(bleu, 2), f"decode_sents_per_s{suffix}": round(sents_per_s, 1),
+                    f"mean_hyp_len{suffix}": round(hyp_len, 2)})
+    return out
 
 
 def psi() -> str | None:
@@ -158,9 +171,8 @@ def main() -> None:
         result["target_tokens_per_s"] = round(clock.throughput(args.warmup, steps), 1)
     elif args.mode == "decode-speed":
         trainer(max_epochs=1, callbacks=[clock], precision=args.precision).fit(model, dm)
-        bleu, sents_per_s, hyp_len = bleu_tok(model, dm)
-        result.update(updates=len(clock.times), bleu_tok=round(bleu, 2), decode_sents_per_s=round(sents_per_s, 1),
-                      mean_hyp_len=round(hyp_len, 2))
+        result["updates"] = len(clock.times)
+        result.update(decode_figures(model, dm))
     else:
         # validation loss after every epoch; the best epoch's weights translate the test set
         best = ModelCheckpoint(dirpath=tempfile.mkdtemp(), monitor="val_loss", save_top_k=1, save_weights_only=True)
@@ -169,10 +181,9 @@ def main() -> None:
                 enable_checkpointing=True, limit_val_batches=None).fit(model, dm)
         model.load_state_dict(torch.load(best.best_model_path, weights_only=True)["state_dict"])
         result.update(best_epoch_val_loss=round(float(best.best_model_score), 4), best_checkpoint=best.best_model_path)
-        bleu, sents_per_s, hyp_len = bleu_tok(model, dm)
-        result.update(updates=len(clock.times), bleu_tok=round(bleu, 2), decode_sents_per_s=round(sents_per_s, 1),
-                      mean_hyp_len=round(hyp_len, 2),
+        result.update(updates=len(clock.times),
                       train_tokens_per_s=round(sum(clock.tokens) / (clock.times[-1] - clock.times[0]), 1))
+        result.update(decode_figures(model, dm))
     result.update(peak_rss_mb=round(peak_rss_mb(), 1), psi_after=psi(), wall_s=round(time.time() - START, 1))
     print(json.dumps(result))
 

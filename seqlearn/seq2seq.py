@@ -45,6 +45,8 @@ from .vocab import Vocab
 __all__ = ["Seq2Seq", "TeacherForcing", "label_smoothed_nll"]
 
 FREEZABLE = ("encoder", "decoder", "embeddings", "src_embedding", "tgt_embedding")
+#: ``precision`` of search -> autocast dtype ("32": no autocast)
+SEARCH_PRECISIONS = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -364,7 +366,7 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         """Search protocol: log-probabilities ``(N, V)`` of the token after ``prev_tokens``
         ``(N,)``, the new state and the attention ``(N, src_len)`` (None for ``plain``)."""
         out, state, attn = self.decoder.step(self.dropout(self.tgt_embedding(prev_tokens)), state)
-        return torch.log_softmax(self._logits(out), -1), state, attn
+        return torch.log_softmax(self._logits(out), -1, dtype=torch.float32), state, attn
 
     def _logits(self, out: torch.Tensor) -> torch.Tensor:
         """Next-token logits ``(..., V)`` from decoder outputs ``(..., out)``; ``-inf`` for
@@ -507,13 +509,18 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         return pad(ids, self.src_vocab.pad_index).to(self.device)
 
     def _search(self, src: Padded, decode: Callable[..., list[list[Hypothesis]]], max_length: int | None = None,
-                **options: Any) -> list[list[Hypothesis]]:
+                precision: str = "32", **options: Any) -> list[list[Hypothesis]]:
         """``decode`` (a strategy of :mod:`seqlearn.search`) run on a source batch, in eval
-        mode without gradients.  Hypotheses hold token ids."""
+        mode without gradients, at ``precision`` (see :meth:`translate`).  Hypotheses hold
+        token ids."""
+        if precision not in SEARCH_PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(SEARCH_PRECISIONS)}; got {precision!r}")
         was_training = self.training
         self.eval()
         try:
-            with torch.no_grad():
+            # step() returns float32 log-probabilities, so scores add up in float32 under autocast
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=SEARCH_PRECISIONS[precision],
+                                                        enabled=precision != "32"):
                 state = self.start(src)
                 return decode(
                     self.step, state, bos_index=self.tgt_vocab.bos_index, eos_index=self.tgt_vocab.eos_index,
@@ -538,7 +545,7 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
                     Hypothesis(
                         self._strings(h.tokens),
                         h.score,
-                        h.attention[:, :src_len].cpu() if return_attention and h.attention is not None else None,
+                        h.attention[:, :src_len].float().cpu() if return_attention and h.attention is not None else None,
                         sources[i],
                     )
                     for h in hyps
@@ -560,6 +567,7 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         coverage_penalty: float = 0.0,
         batch_size: int = 64,
         max_input_length: int | None = MAX_INPUT_TOKENS,
+        precision: str = "32",
     ) -> list[list[Hypothesis]]:
         """Translate sentences (strings, tokenized with the model's source tokenizer) or token
         lists.  Returns, per input, up to ``n_best`` :class:`~seqlearn.search.Hypothesis`
@@ -579,7 +587,10 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         search; otherwise beam search (see :func:`seqlearn.search.beam_search` for
         ``length_penalty`` ``"gnmt"``/``"average"`` with ``alpha`` and the rest).
         ``max_length`` counts decoding steps, ``</s>`` included (default:
-        :func:`default_max_length` of the longest input).  With ``return_attention`` each
+        :func:`default_max_length` of the longest input).  ``precision="bf16"`` runs the
+        matrix products in bfloat16 (autocast; scores stay float32): several times faster on
+        CPUs with AVX512-BF16 or AMX and on recent GPUs, usually with the same translations
+        (``"16"``: float16, for GPUs).  With ``return_attention`` each
         hypothesis carries its attention ``(steps, src_len + 1)``: a row per scored step
         (``</s>`` included), a column per source token and the source's ``</s>``.
         """
@@ -596,7 +607,7 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
             token_lists(inputs, self.src_tokenizer, caller="translate", max_length=max_input_length),
             batch_size, return_attention,
             lambda src, longest: self._search(
-                src, decode, max_length or default_max_length(longest), min_length=min_length, **options
+                src, decode, max_length or default_max_length(longest), precision, min_length=min_length, **options
             ),
         )
 
@@ -612,14 +623,18 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         generator: torch.Generator | None = None,
         batch_size: int = 64,
         max_input_length: int | None = MAX_INPUT_TOKENS,
+        precision: str = "32",
     ) -> list[list[Hypothesis]]:
-        """Sampled translations (see :func:`seqlearn.search.sample`); inputs as for :meth:`translate`."""
+        """Sampled translations (see :func:`seqlearn.search.sample`); inputs and ``precision``
+        as for :meth:`translate`."""
         options = {"num_samples": num_samples, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                    "generator": generator}
         return self._decode_inputs(
             token_lists(inputs, self.src_tokenizer, caller="sample", max_length=max_input_length),
             batch_size, return_attention,
-            lambda src, longest: self._search(src, search.sample, max_length or default_max_length(longest), **options),
+            lambda src, longest: self._search(
+                src, search.sample, max_length or default_max_length(longest), precision, **options
+            ),
         )
 
     def show_attention(self, inputs: str | Sequence[str | Sequence[str]], beam_size: int = 1, n_best: int = 1,

@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from seqlearn import Seq2Seq, Vocab, search
+from seqlearn import ConfigError, Seq2Seq, Vocab, search
 from seqlearn.batching import TranslationBatch, pad
 
 SOURCES = [["a", "b"], ["c", "a", "d", "b"], ["d"]]
@@ -135,6 +135,22 @@ def test_batch_invariance_and_attention(beam_size):
                                   eos_index=model.tgt_vocab.eos_index, beam_size=beam_size, max_length=9)
     assert hyps[0][0].attention.shape[1] == src.ids.size(1)
     assert torch.all(hyps[0][0].attention[:, len(short) + 1:] == 0)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_bfloat16_search_keeps_float32_scores(beam_size):
+    model = tiny_model(["x", "y", "z", "w", "v"], seed=3, sharpness=8.0)
+    options = dict(beam_size=beam_size, n_best=beam_size, max_length=8, length_penalty="gnmt" if beam_size > 1 else None)
+    full = model.translate(SOURCES, **options)
+    half = model.translate(SOURCES, precision="bf16", **options)
+    for f_hyps, h_hyps in zip(full, half):
+        # clear-cut choices survive bfloat16 rounding; the scores are float32 sums of bf16-rounded logits
+        assert [h.tokens for h in h_hyps] == [h.tokens for h in f_hyps]
+        for f, h in zip(f_hyps, h_hyps):
+            assert isinstance(h.score, float) and h.score != f.score
+            assert h.score == pytest.approx(f.score, rel=0.05, abs=0.05)
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        model.translate(SOURCES, precision="64")
 
 
 # ---------------------------------------------------------------- checkpoints
