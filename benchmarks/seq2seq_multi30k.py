@@ -38,6 +38,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint  # noqa: E402
 
 from seqlearn import Seq2Seq  # noqa: E402
 from seqlearn.datamodules import TranslationDataModule  # noqa: E402
+from seqlearn.tokenizers import get_tokenizer  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -112,29 +113,34 @@ def peak_rss_mb() -> float:
 
 
 def bleu_tok(model: Seq2Seq, dm: TranslationDataModule, beam_size: int = 5,
-             precision: str = "32") -> tuple[float, float, float]:
-    """(BLEU on lowercased tokens, sentences/s of generation, mean hypothesis length)."""
+             precision: str = "32") -> dict[str, float]:
+    """Beam-5 translations of test2016: BLEU on lowercased tokens (the peers' metric),
+    standard sacreBLEU (13a) of the detokenized output against the raw references,
+    lowercased (the model only knows lowercase), sentences/s of generation and mean length."""
     test = dm.split("test")
     model.eval()
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        hyps = model.translate([ex.src for ex in test], beam_size=beam_size, max_length=51,
-                               length_penalty="gnmt", alpha=1.0, batch_size=64, precision=precision)
+    hyps = model.translate([ex.src for ex in test], beam_size=beam_size, max_length=51,
+                           length_penalty="gnmt", alpha=1.0, batch_size=64, precision=precision)
     seconds = time.perf_counter() - t0
     outputs = [" ".join(h[0].tokens) for h in hyps]
     refs = [" ".join(ex.tgt) for ex in test]
-    bleu = sacrebleu.corpus_bleu(outputs, [refs], tokenize="none").score
-    return bleu, len(test) / seconds, sum(len(h[0].tokens) for h in hyps) / len(hyps)
+    detok = get_tokenizer("nltk:treebank").detokenize
+    return {
+        "bleu_tok": sacrebleu.corpus_bleu(outputs, [refs], tokenize="none").score,
+        "bleu_detok_lc": sacrebleu.corpus_bleu([detok(h[0].tokens) for h in hyps], [[ex.tgt_text for ex in test]],
+                                               lowercase=True).score,
+        "decode_sents_per_s": len(test) / seconds,
+        "mean_hyp_len": sum(len(h[0].tokens) for h in hyps) / len(hyps),
+    }
 
 
 def decode_figures(model: Seq2Seq, dm: TranslationDataModule) -> dict[str, float]:
-    """BLEU, sentences/s and mean length of beam-5 test2016 translations in float32, then
-    with bfloat16 matrix products (``translate(precision="bf16")``)."""
+    """:func:`bleu_tok` in float32, then with bfloat16 matrix products (``*_bf16``:
+    ``translate(precision="bf16")``)."""
     out = {}
     for precision, suffix in (("32", ""), ("bf16", "_bf16")):
-        bleu, sents_per_s, hyp_len = bleu_tok(model, dm, precision=precision)
-        out.update({f"bleu_tok{suffix}": round(bleu, 2), f"decode_sents_per_s{suffix}": round(sents_per_s, 1),
-                    f"mean_hyp_len{suffix}": round(hyp_len, 2)})
+        out.update({k + suffix: round(v, 2) for k, v in bleu_tok(model, dm, precision=precision).items()})
     return out
 
 
@@ -154,6 +160,8 @@ def main() -> None:
     ap.add_argument("--measure", type=int, default=200)
     ap.add_argument("--minutes", type=float, default=25.0)
     ap.add_argument("--label-smoothing", type=float, default=0.0)
+    ap.add_argument("--dropout", type=float, default=0.2)
+    ap.add_argument("--lr-scheduler", default="none", help="Seq2Seq lr_scheduler, e.g. plateau (on val_loss)")
     ap.add_argument("--precision", default="32-true")
     args = ap.parse_args()
     if not args.data.is_dir():
@@ -162,7 +170,10 @@ def main() -> None:
     result = {"bench": f"seq2seq_multi30k_{args.mode}", "variant": args.variant, "threads": torch.get_num_threads(),
               "psi_before": psi()}
     dm = data_module(args.data)
-    model = build_model(dm, args.variant, label_smoothing=args.label_smoothing)
+    model = build_model(dm, args.variant, label_smoothing=args.label_smoothing, dropout=args.dropout,
+                        lr_scheduler=args.lr_scheduler, lr_patience=0)
+    result["options"] = {"label_smoothing": args.label_smoothing, "dropout": args.dropout,
+                         "lr_scheduler": args.lr_scheduler, "precision": args.precision}
     result["parameters"] = sum(p.numel() for p in model.parameters())
     clock = StepClock()
     if args.mode == "train-speed":
