@@ -46,7 +46,6 @@ def run_notebook(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("SEQLEARN_TUTORIAL_QUICK", "1")
     monkeypatch.setenv("SEQLEARN_TUTORIAL_OUT", str(out))
     monkeypatch.setenv("SEQLEARN_PLUGINS_DIR", str(ROOT / "plugins"))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(TUTORIALS / f"{name}.ipynb", as_version=4)
     client = NotebookClient(nb, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
