@@ -104,6 +104,7 @@ from . import registry, serving
 from .batching import Padded
 from .char_features import CharBiLSTM, CharCNN
 from .errors import ConfigError, ExportError
+from .training import evaluating
 from .vocab import Vocab
 
 if TYPE_CHECKING:
@@ -178,19 +179,20 @@ def _quiet() -> Iterator[None]:
 
 @contextlib.contextmanager
 def inference_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` on the CPU, in eval mode, without gradients -- as it is exported -- and
-    back as it was afterwards."""
+    """``model`` on the CPU, :func:`~seqlearn.training.evaluating` and with parameters that
+    require no gradient -- as it is exported (tracing records no autograd) -- and back as it
+    was afterwards."""
     params = list(model.parameters())
     device = params[0].device if params else torch.device("cpu")
-    training, grads = model.training, [p.requires_grad for p in params]
-    model.to("cpu").eval().requires_grad_(False)
+    grads = [p.requires_grad for p in params]
+    model.to("cpu").requires_grad_(False)
     try:
-        with torch.no_grad():
+        with evaluating(model):
             yield model
     finally:
         for p, g in zip(params, grads):
             p.requires_grad_(g)
-        model.to(device).train(training)
+        model.to(device)
 
 
 def _called_children(model: nn.Module, fn: Callable[..., Any], example: Inputs) -> dict[str, nn.Module]:

@@ -15,7 +15,27 @@ from typing import Any, Mapping
 
 from . import registry
 
-__all__ = ["missing_components", "missing_components_message"]
+__all__ = ["checkpoint_record", "component_provenance", "missing_components", "missing_components_message"]
+
+
+def component_provenance(components: Mapping[str, Any]) -> dict[str, dict[str, Any] | None]:
+    """``{role: record}`` for ``{role: component}``: the provenance the registry stamped on
+    each component when it built it, as a plain dict (None for None, or for a component no
+    registry built)."""
+    records = {}
+    for role, component in components.items():
+        prov = registry.provenance(component) if component is not None else None
+        records[role] = None if prov is None else prov.as_dict()
+    return records
+
+
+def checkpoint_record(components: Mapping[str, Any]) -> dict[str, Any]:
+    """What a model saves under ``checkpoint["seqlearn"]``: the seqlearn version and the
+    :func:`component_provenance` of its ``components``, which loading checks with
+    :func:`missing_components_message`."""
+    from . import __version__
+
+    return {"version": __version__, "provenance": component_provenance(components)}
 
 
 def _available(kind: str, name: str) -> bool:

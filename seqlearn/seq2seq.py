@@ -35,11 +35,11 @@ from .batching import Padded, TranslationBatch, pad
 from .checkpoint_loading import SafeCheckpointLoading, load_checkpoint
 from .encoder import RNNEncoder
 from .errors import CheckpointError, ConfigError, check_hyperparameters
-from .inputs import MAX_INPUT_TOKENS, token_lists
+from .inputs import MAX_INPUT_TOKENS, length_batches, token_lists
 from .optim import OPTIMIZERS, build_optimizer
 from .search import Hypothesis
 from .tokenizers import get_tokenizer
-from .training import TrainingModule, check_nonfinite_policy
+from .training import TrainingModule, check_nonfinite_policy, evaluating
 from .vocab import Vocab
 
 __all__ = ["Seq2Seq", "TeacherForcing", "label_smoothed_nll"]
@@ -289,8 +289,6 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         if tie_embeddings:
             self.generator.weight = self.tgt_embedding.weight
         self._freeze(freeze)
-        #: provenance recorded in the checkpoint this model was loaded from (None otherwise)
-        self.checkpoint_provenance: dict[str, Any] | None = None
         self._epoch_sums: dict[str, list[torch.Tensor]] = {}
         self._bleu_pairs: tuple[list[str], list[str]] = ([], [])
 
@@ -322,32 +320,16 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
     def tgt_tokenizer(self) -> Any:
         return get_tokenizer(self.hparams.tgt_tokenizer)
 
-    def provenance(self) -> dict[str, dict[str, Any] | None]:
-        """Where each registry-built component comes from (kind, name, distribution, version)."""
-        components = {
+    def registered_components(self) -> dict[str, Any]:
+        """The registry-built components whose provenance checkpoints record (see
+        :class:`~seqlearn.training.TrainingModule`)."""
+        return {
             "cell": self.encoder.layers[0].cells[0],
             "decoder": self.decoder,
             "attention": getattr(self.decoder, "attention", None),
             "src_tokenizer": self.src_tokenizer,
             "tgt_tokenizer": self.tgt_tokenizer,
         }
-        out = {}
-        for key, component in components.items():
-            prov = registry.provenance(component) if component is not None else None
-            out[key] = None if prov is None else prov.as_dict()
-        return out
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from . import __version__
-
-        checkpoint["seqlearn"] = {"version": __version__, "provenance": self.provenance()}
-        # LightningCLI adds import paths (_class_path, _instantiator) that loading would import
-        # and call; a Seq2Seq checkpoint is loaded as a Seq2Seq, so it keeps plain values only
-        hparams = checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY) or {}
-        checkpoint[self.CHECKPOINT_HYPER_PARAMS_KEY] = {k: v for k, v in hparams.items() if not k.startswith("_")}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.checkpoint_provenance = checkpoint.get("seqlearn", {}).get("provenance")
 
     # the model ------------------------------------------------------------------------
     def encode(self, src: Padded) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
@@ -515,19 +497,15 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         token ids."""
         if precision not in SEARCH_PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(SEARCH_PRECISIONS)}; got {precision!r}")
-        was_training = self.training
-        self.eval()
-        try:
-            # step() returns float32 log-probabilities, so scores add up in float32 under autocast
-            with torch.inference_mode(), torch.autocast(self.device.type, dtype=SEARCH_PRECISIONS[precision],
-                                                        enabled=precision != "32"):
-                state = self.start(src)
-                return decode(
-                    self.step, state, bos_index=self.tgt_vocab.bos_index, eos_index=self.tgt_vocab.eos_index,
-                    max_length=max_length or default_max_length(int(src.lengths.max())), **options,
-                )
-        finally:
-            self.train(was_training)
+        # step() returns float32 log-probabilities, so scores add up in float32 under autocast
+        with evaluating(self), torch.inference_mode(), torch.autocast(
+            self.device.type, dtype=SEARCH_PRECISIONS[precision], enabled=precision != "32"
+        ):
+            state = self.start(src)
+            return decode(
+                self.step, state, bos_index=self.tgt_vocab.bos_index, eos_index=self.tgt_vocab.eos_index,
+                max_length=max_length or default_max_length(int(src.lengths.max())), **options,
+            )
 
     def _decode_inputs(
         self, sources: list[list[str]], batch_size: int, return_attention: bool,
@@ -536,9 +514,7 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         check_hyperparameters("Seq2Seq", positive={"batch_size": batch_size})
         longest = max((len(t) + 1 for t in sources), default=1)
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, None, [])] for _ in sources]  # empty in, empty out
-        todo = sorted((i for i, t in enumerate(sources) if t), key=lambda i: len(sources[i]))
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
+        for chunk in length_batches(sources, batch_size):
             src = self._source_batch([sources[i] for i in chunk])
             for i, src_len, hyps in zip(chunk, src.lengths.tolist(), run(src, longest)):
                 results[i] = [
@@ -662,23 +638,18 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         tgt_lists = token_lists(targets, self.tgt_tokenizer, caller="score", max_length=None)
         if len(src_lists) != len(tgt_lists):
             raise ConfigError(f"score: {len(src_lists)} sources but {len(tgt_lists)} targets")
-        was_training = self.training
-        self.eval()
         scores = []
-        try:
-            with torch.no_grad():
-                for start in range(0, len(src_lists), batch_size):
-                    src = self._source_batch(src_lists[start : start + batch_size])
-                    tgt = pad(
-                        [self.tgt_vocab.encode(t, add_bos=True, add_eos=True) for t in tgt_lists[start : start + batch_size]],
-                        self.tgt_vocab.pad_index,
-                    ).ids.to(self.device)
-                    log_probs = torch.log_softmax(self(src, tgt[:, :-1]).float(), -1)
-                    gold = tgt[:, 1:]
-                    token_scores = log_probs.gather(-1, gold.unsqueeze(-1)).squeeze(-1)
-                    scores.append(token_scores.masked_fill(gold == self.tgt_vocab.pad_index, 0.0).sum(1).cpu())
-        finally:
-            self.train(was_training)
+        with evaluating(self):
+            for start in range(0, len(src_lists), batch_size):
+                src = self._source_batch(src_lists[start : start + batch_size])
+                tgt = pad(
+                    [self.tgt_vocab.encode(t, add_bos=True, add_eos=True) for t in tgt_lists[start : start + batch_size]],
+                    self.tgt_vocab.pad_index,
+                ).ids.to(self.device)
+                log_probs = torch.log_softmax(self(src, tgt[:, :-1]).float(), -1)
+                gold = tgt[:, 1:]
+                token_scores = log_probs.gather(-1, gold.unsqueeze(-1)).squeeze(-1)
+                scores.append(token_scores.masked_fill(gold == self.tgt_vocab.pad_index, 0.0).sum(1).cpu())
         return torch.cat(scores) if scores else torch.zeros(0)
 
     # fine-tuning ----------------------------------------------------------------------------

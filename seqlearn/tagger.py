@@ -25,9 +25,11 @@ Loss: CRF negative log-likelihood averaged over the sentences of a batch, or
 token-averaged cross-entropy for the softmax head.
 
 Checkpoints hold only plain hyperparameters (vocabularies as ``Vocab.to_dict()``,
-component names), so they load with ``torch.load(weights_only=True)``.  Pretrained
-vectors read at construction live in the weights; a checkpoint therefore records
-``embeddings=None`` and loading it never reads the vectors file again.
+component names), so they load with ``torch.load(weights_only=True)``; the provenance of
+the cell, char features and tokenizer is saved beside them, so loading where a plugin is
+missing names the distribution to install.  Pretrained vectors read at construction live
+in the weights; a checkpoint therefore records ``embeddings=None`` and loading it never
+reads the vectors file again.
 """
 from __future__ import annotations
 
@@ -49,10 +51,10 @@ from .crf import CRF
 from .embeddings import EmbeddingCoverage, load_embeddings
 from .encoder import RNNEncoder
 from .errors import ConfigError, check_hyperparameters
-from .inputs import MAX_INPUT_TOKENS, token_lists
+from .inputs import MAX_INPUT_TOKENS, length_batches, token_lists
 from .optim import OPTIMIZERS, build_optimizer
 from .tokenizers import get_tokenizer
-from .training import TrainingModule, check_nonfinite_policy
+from .training import TrainingModule, check_nonfinite_policy, evaluating
 from .vocab import Vocab
 
 __all__ = ["Tagger", "TaggedText", "TextSpan", "tagging_metrics", "datamodule_arguments", "tag_lines"]
@@ -359,15 +361,19 @@ class Tagger(SafeCheckpointLoading, TrainingModule):
         schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0 / (1.0 + decay * epoch))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
+    def registered_components(self) -> dict[str, Any]:
+        """The registry-built components whose provenance checkpoints record (see
+        :class:`~seqlearn.training.TrainingModule`)."""
+        return {"cell": self.encoder.layers[0].cells[0], "char_features": self.char_encoder,
+                "tokenizer": self.tokenizer}  # fmt: skip
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        hparams = dict(checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY) or {})
+        super().on_save_checkpoint(checkpoint)
+        hparams = checkpoint[self.CHECKPOINT_HYPER_PARAMS_KEY]
         # The vectors are in the state dict: loading must not read (or need) the file.
         if hparams.get("embeddings") is not None:
             checkpoint["seqlearn_pretrained_embeddings"] = hparams["embeddings"]
             hparams["embeddings"] = None
-        # LightningCLI adds import paths (_class_path, _instantiator) that loading would
-        # import and call; a Tagger checkpoint is loaded as a Tagger, so names are data only.
-        checkpoint[self.CHECKPOINT_HYPER_PARAMS_KEY] = {k: v for k, v in hparams.items() if not k.startswith("_")}
 
     # -- inference ----------------------------------------------------------------------------
 
@@ -389,7 +395,6 @@ class Tagger(SafeCheckpointLoading, TrainingModule):
                                self.char_vocab.pad_index).to(self.device)
         return words.to(self.device), chars
 
-    @torch.no_grad()
     def predict(
         self,
         sentences: str | Sequence[str | Sequence[str]],
@@ -413,17 +418,10 @@ class Tagger(SafeCheckpointLoading, TrainingModule):
         check_hyperparameters("Tagger", positive={"batch_size": batch_size})
         sentence_tokens = token_lists(sentences, self.tokenizer, caller="predict", max_length=max_input_length)
         results = [TaggedText([], [], [], []) for _ in sentence_tokens]
-        # batched by length, so that little time goes to padding
-        todo = sorted((i for i, tokens in enumerate(sentence_tokens) if tokens), key=lambda i: len(sentence_tokens[i]))
-        was_training = self.training
-        self.eval()
-        try:
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start : start + batch_size]
+        with evaluating(self):
+            for chunk in length_batches(sentence_tokens, batch_size):
                 for i, result in zip(chunk, self._predict_batch([sentence_tokens[i] for i in chunk])):
                     results[i] = result
-        finally:
-            self.train(was_training)
         return results
 
     def _predict_batch(self, token_lists: list[list[str]]) -> list[TaggedText]:

@@ -17,10 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 
 from .datamodules import TranslationDataModule
 from .seq2seq import Seq2Seq
+from .training import evaluating
 
 __all__ = ["SMALL_MODEL", "train_on_default_task", "validation_loss"]
 
@@ -31,16 +31,11 @@ SMALL_MODEL: dict[str, Any] = {"embedding_dim": 32, "hidden_size": 64, "dropout"
 def validation_loss(model: Seq2Seq, data: TranslationDataModule) -> float:
     """Mean negative log-likelihood per target token (``</s>`` included) of ``model`` on the
     validation split of ``data``, teacher-forced in eval mode."""
-    was_training = model.training
-    model.eval()
     nll = tokens = 0.0
-    try:
-        with torch.no_grad():
-            for batch in data.val_dataloader():
-                _, batch_nll, n = model.batch_loss(batch)
-                nll, tokens = nll + float(batch_nll), tokens + int(n)
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        for batch in data.val_dataloader():
+            _, batch_nll, n = model.batch_loss(batch)
+            nll, tokens = nll + float(batch_nll), tokens + int(n)
     return nll / tokens
 
 

@@ -1,7 +1,8 @@
 """What seqlearn's LightningModules share for training that survives faults and scales out.
 
-:class:`TrainingModule` is the base of :class:`~seqlearn.Seq2Seq` and
-:class:`~seqlearn.Tagger`.  It gives them:
+:class:`TrainingModule` is the base of :class:`~seqlearn.Seq2Seq`, :class:`~seqlearn.Tagger`,
+:class:`~seqlearn.language_model.LanguageModel` and
+:class:`~seqlearn.classifier.SequenceClassifier`.  It gives them:
 
 * exact resume: :class:`~seqlearn.checkpointing.TrainingState` joins every Trainer (random
   states in checkpoints, atomic checkpoint files);
@@ -11,24 +12,53 @@
 * advice instead of a bare allocator error when a batch does not fit in memory
   (:class:`~seqlearn.errors.BatchMemoryError`);
 * the sums and gathers that make losses and validation metrics those of the global batch
-  and the whole validation set under DDP.
+  and the whole validation set under DDP;
+* checkpoints that load as data: hyperparameters without the import paths LightningCLI
+  adds, and under ``checkpoint["seqlearn"]`` the provenance of every registry-built
+  component a subclass names in :meth:`~TrainingModule.registered_components`, so that
+  loading where a plugin is missing names the distribution to install
+  (:mod:`seqlearn.provenance`).
+
+:func:`evaluating` is the one way seqlearn runs a module for inference (``translate``,
+``predict``, ``generate``, ``perplexity``, export): eval mode without gradients, every
+submodule's mode given back afterwards.
 """
 from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
 import pytorch_lightning as pl
 import torch
+from torch import nn
 
 from .checkpointing import TrainingState
 from .errors import BatchMemoryError, ConfigError, NonFiniteLossError
+from .provenance import checkpoint_record, component_provenance
 
-__all__ = ["TrainingModule", "NONFINITE_POLICIES", "is_out_of_memory"]
+__all__ = ["TrainingModule", "NONFINITE_POLICIES", "evaluating", "is_out_of_memory"]
 
 NONFINITE_POLICIES = ("stop", "skip")
 _OUT_OF_MEMORY = ("out of memory", "not enough memory", "can't allocate memory", "cannot allocate memory")
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+@contextmanager
+def evaluating(module: M) -> Iterator[M]:
+    """``module`` in eval mode (no dropout) and without gradients inside the block; after
+    it -- also after an error -- every submodule is in the mode it was in before (a
+    frozen part kept in eval mode while training stays so)."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield module
+    finally:
+        for m, training in modes:  # parents first: each train() call sets its children, fixed in turn
+            m.train(training)
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -49,7 +79,8 @@ class TrainingModule(pl.LightningModule):
 
     Subclasses call :meth:`loss_is_finite` on the training loss and return
     :meth:`skipped_batch_loss` when it says no, compute forward passes inside
-    :meth:`memory_advice`, and read ``hparams.on_nonfinite``.
+    :meth:`memory_advice`, read ``hparams.on_nonfinite``, and name their registry-built
+    components in :meth:`registered_components`.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -58,9 +89,32 @@ class TrainingModule(pl.LightningModule):
         self.skipped_batches: list[str] = []
         self._finite_since_step = 0
         self._current_batch: tuple[Any, int] | None = None
+        #: the provenance recorded in the checkpoint this model was loaded from (None otherwise)
+        self.checkpoint_provenance: dict[str, Any] | None = None
 
     def configure_callbacks(self) -> list[pl.Callback]:
         return [TrainingState()]
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def registered_components(self) -> dict[str, Any]:
+        """The components the registries built, by role (``{"cell": ..., "pooling": ...}``;
+        None for an absent one): their provenance goes into every checkpoint."""
+        return {}
+
+    def provenance(self) -> dict[str, dict[str, Any] | None]:
+        """Where each registry-built component comes from (kind, name, distribution, version)."""
+        return component_provenance(self.registered_components())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["seqlearn"] = checkpoint_record(self.registered_components())
+        # LightningCLI adds import paths (_class_path, _instantiator) that loading would import
+        # and call; a seqlearn checkpoint is loaded by its own class, so it keeps plain values only
+        hparams = checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY) or {}
+        checkpoint[self.CHECKPOINT_HYPER_PARAMS_KEY] = {k: v for k, v in hparams.items() if not k.startswith("_")}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        record = checkpoint.get("seqlearn")
+        self.checkpoint_provenance = record.get("provenance") if isinstance(record, dict) else None
 
     # -- non-finite losses ----------------------------------------------------------------
     def loss_is_finite(self, loss: torch.Tensor, batch: Any, batch_idx: int) -> bool:
@@ -122,16 +176,22 @@ class TrainingModule(pl.LightningModule):
 
     def _memory_message(self, batch: Any, batch_idx: int, err: BaseException) -> str:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        gpu = self.device.type != "cpu"
+        return (
+            f"{self._where(batch, batch_idx)} did not fit in memory: {first_line}. {self._budget_advice()}"
+            + (", or train in Trainer(precision='bf16-mixed') / '16-mixed'" if gpu else "")
+        )
+
+    def _budget_advice(self) -> str:
+        """How to make batches smaller, for :meth:`_memory_message` (the token-budget data modules')."""
         data = self._datamodule()
         budget = ""
         if data is not None:
             budget = f" (now max_tokens={getattr(data, 'max_tokens', None)}, max_sentences={getattr(data, 'max_sentences', None)})"
-        gpu = self.device.type != "cpu"
         return (
-            f"{self._where(batch, batch_idx)} did not fit in memory: {first_line}. Lower the data module's token budget "
-            f"max_tokens or its max_sentences{budget} (seqlearn fit: --data.max_tokens), drop over-long training "
-            "examples with max_length, and keep the effective batch with Trainer(accumulate_grad_batches=k)"
-            + (", or train in Trainer(precision='bf16-mixed') / '16-mixed'" if gpu else "")
+            f"Lower the data module's token budget max_tokens or its max_sentences{budget} (seqlearn fit: "
+            "--data.max_tokens), drop over-long training examples with max_length, and keep the effective batch "
+            "with Trainer(accumulate_grad_batches=k)"
         )
 
     # -- reports ------------------------------------------------------------------------------
