@@ -39,14 +39,16 @@ The state is the recurrent state only (constant memory whatever the stream's len
 
 Checkpoints hold only plain hyperparameters (vocabularies as dicts, component names), so
 ``SequenceClassifier.load_from_checkpoint(path)`` restores the vocabularies and loads with
-``torch.load(weights_only=True)``.
+``torch.load(weights_only=True)``; the provenance of the cell, pooling and tokenizer is
+saved beside them, so loading where a plugin is missing names the distribution to install.
+Training stops or skips on a non-finite loss, resumes exactly and trains on the global
+batch under DDP (see :mod:`seqlearn.training`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,11 +67,13 @@ from .cells import State
 from .checkpoint_loading import SafeCheckpointLoading
 from .classification_data import ClassificationBatch
 from .encoder import RNNEncoder
-from .errors import ConfigError, DataError
+from .errors import ConfigError, check_hyperparameters
+from .inputs import MAX_INPUT_TOKENS, length_batches, token_lists
 from .jordan import JordanEncoder, JordanState, step_cells
 from .optim import OPTIMIZERS, build_optimizer
 from .pooling import LastPooling
 from .tokenizers import get_tokenizer
+from .training import TrainingModule, check_nonfinite_policy, evaluating
 from .vocab import Vocab
 
 __all__ = ["SequenceClassifier", "Classification", "StreamState"]
@@ -82,7 +86,8 @@ StreamState = Union[list[State], JordanState]
 class Classification:
     """The prediction for one text: its ``tokens``, the predicted ``labels`` (single-label:
     the most probable class; multi-label: every label above the threshold, most probable
-    first, possibly none) and every label's probability."""
+    first, possibly none) and every label's probability.  A text without tokens has none
+    of these: ``Classification([], [], {})``."""
 
     tokens: list[str]
     labels: list[str]
@@ -102,7 +107,7 @@ def _label_vocab(labels: Vocab | dict | Sequence[str]) -> Vocab:
     return Vocab(labels, specials=())
 
 
-class SequenceClassifier(SafeCheckpointLoading, pl.LightningModule):
+class SequenceClassifier(SafeCheckpointLoading, TrainingModule):
     """RNN sequence classifier (see the module docstring).
 
     Vocabularies: ``vocab`` (words: :class:`Vocab` or its ``to_dict()``, with ``<pad>`` and
@@ -121,6 +126,10 @@ class SequenceClassifier(SafeCheckpointLoading, pl.LightningModule):
 
     Optimization: ``optimizer`` (``adam``, ``rmsprop``, ``sgd``) with ``lr``,
     ``weight_decay``, ``momentum``; clip gradients with the Trainer's ``gradient_clip_val``.
+
+    ``on_nonfinite``: ``"stop"`` (default) raises :class:`~seqlearn.errors.NonFiniteLossError`
+    naming the batch when the training loss is NaN or infinite, ``"skip"`` warns and
+    trains on without that batch (see :mod:`seqlearn.training`).
     """
 
     def __init__(
@@ -147,8 +156,10 @@ class SequenceClassifier(SafeCheckpointLoading, pl.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         momentum: float = 0.0,
+        on_nonfinite: str = "stop",
     ):
         super().__init__()
+        check_nonfinite_policy(on_nonfinite)
         words = vocab if isinstance(vocab, Vocab) else Vocab.from_dict(vocab, source="vocab")
         labels = _label_vocab(label_vocab)
         if words.pad_index is None or words.unk_index is None:
@@ -259,39 +270,39 @@ class SequenceClassifier(SafeCheckpointLoading, pl.LightningModule):
 
     # -- Lightning hooks --------------------------------------------------------------------
 
-    def _shared_step(self, batch: ClassificationBatch, metrics: MetricCollection, split: str) -> torch.Tensor:
-        logits = self(batch.tokens)
-        loss = self.loss(logits, batch.labels)
+    def _shared_step(self, batch: ClassificationBatch, batch_idx: int, metrics: MetricCollection,
+                     split: str) -> torch.Tensor:  # fmt: skip
+        with self.memory_advice(batch, batch_idx):
+            logits = self(batch.tokens)
+            loss = self.loss(logits, batch.labels)
+        if split == "train":
+            # both losses are means over texts: under DDP, the mean over the global batch
+            loss = self.global_mean(loss, torch.tensor(len(batch), device=loss.device))
+            if not self.loss_is_finite(loss, batch, batch_idx):
+                return self.skipped_batch_loss()
         metrics.update(self.probabilities(logits.detach()), batch.labels.long())
-        self.log(f"{split}_loss", loss, prog_bar=True, on_step=split == "train", on_epoch=True, batch_size=len(batch))
+        self.log(f"{split}_loss", loss, prog_bar=True, on_step=split == "train", on_epoch=True, batch_size=len(batch),
+                 sync_dist=self._distributed())  # fmt: skip
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split == "val", batch_size=len(batch))
         return loss
 
     def training_step(self, batch: ClassificationBatch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, self.train_metrics, "train")
+        return self._shared_step(batch, batch_idx, self.train_metrics, "train")
 
     def validation_step(self, batch: ClassificationBatch, batch_idx: int) -> None:
-        self._shared_step(batch, self.val_metrics, "val")
+        self._shared_step(batch, batch_idx, self.val_metrics, "val")
 
     def test_step(self, batch: ClassificationBatch, batch_idx: int) -> None:
-        self._shared_step(batch, self.test_metrics, "test")
+        self._shared_step(batch, batch_idx, self.test_metrics, "test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
         return build_optimizer(self, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from . import __version__
-
-        components = {"cell": self._cells()[0], "pooling": self.pooling}
-        checkpoint["seqlearn"] = {
-            "version": __version__,
-            "provenance": {key: registry.provenance(m).as_dict() for key, m in components.items()},
-        }
-        # LightningCLI adds import paths (_class_path, _instantiator) that loading would
-        # import and call; a classifier checkpoint is loaded as one, so names are data only.
-        hparams = checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY) or {}
-        checkpoint[self.CHECKPOINT_HYPER_PARAMS_KEY] = {k: v for k, v in hparams.items() if not k.startswith("_")}
+    def registered_components(self) -> dict[str, Any]:
+        """The registry-built components whose provenance checkpoints record (see
+        :class:`~seqlearn.training.TrainingModule`)."""
+        return {"cell": self._cells()[0], "pooling": self.pooling, "tokenizer": self.tokenizer}
 
     # -- inference ----------------------------------------------------------------------------
 
@@ -301,36 +312,36 @@ class SequenceClassifier(SafeCheckpointLoading, pl.LightningModule):
             self._tokenizer = get_tokenizer(self.hparams.tokenizer)
         return self._tokenizer
 
-    def _tokens(self, text: str | Sequence[str]) -> list[str]:
-        """A text's tokens as the vocabulary sees them (lowercased if the model is)."""
-        if isinstance(text, str):
-            return self.tokenizer.tokenize(text.lower() if self.hparams.lowercase else text)
-        return [t.lower() if self.hparams.lowercase else str(t) for t in text]
+    def predict(
+        self,
+        texts: str | Sequence[str | Sequence[str]],
+        batch_size: int = 64,
+        *,
+        max_input_length: int | None = MAX_INPUT_TOKENS,
+    ) -> list[Classification]:
+        """Classify texts: each a string (split by the model's tokenizer, lowercased first if
+        the model is) or a token list; a bare string is one text.  Returns one
+        :class:`Classification` per text, in order.  Runs in eval mode (the module's mode is
+        restored afterwards).
 
-    @torch.no_grad()
-    def predict(self, texts: str | Sequence[str | Sequence[str]], batch_size: int = 64) -> list[Classification]:
-        """Classify texts: each a string (split by the model's tokenizer) or a token list; a
-        bare string is one text.  Returns one :class:`Classification` per text, in order.
-        Runs in eval mode (the module's mode is restored afterwards).  A text without
-        tokens raises :class:`~seqlearn.errors.DataError`."""
-        if isinstance(texts, str):
-            texts = [texts]
-        token_lists = [self._tokens(t) for t in texts]
-        for i, tokens in enumerate(token_lists):
-            if not tokens:
-                raise DataError(f"text {i} has no tokens: a classifier needs at least one")
-        probs = torch.zeros(len(token_lists), len(self.labels))
-        order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))  # little padding per batch
-        was_training = self.training
-        self.eval()
-        try:
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
-                ids = pad([self.vocab.encode(token_lists[i]) for i in chunk], self.vocab.pad_index).to(self.device)
-                probs[chunk] = self.probabilities(self(ids)).float().cpu()
-        finally:
-            self.train(was_training)
-        return [self._classification(tokens, p) for tokens, p in zip(token_lists, probs)]
+        Inputs (see :mod:`seqlearn.inputs`): a word the vocabulary does not know is read as
+        ``<unk>`` and keeps its spelling in ``tokens``.  An empty or whitespace-only text
+        gives an empty result, ``Classification([], [], {})`` (``label`` None), not an
+        error.  A text longer than ``max_input_length`` tokens (default
+        :data:`~seqlearn.inputs.MAX_INPUT_TOKENS`, 512; None for no limit) is classified by
+        its first that many -- ``tokens`` then holds the kept ones -- with a
+        :class:`~seqlearn.errors.TruncationWarning`.  ``None``, numbers, bytes or token lists
+        holding non-strings raise :class:`~seqlearn.errors.InputError`."""
+        check_hyperparameters("SequenceClassifier", positive={"batch_size": batch_size})
+        text_tokens = token_lists(texts, self.tokenizer, caller="predict", max_length=max_input_length,
+                                  lowercase=self.hparams.lowercase)  # fmt: skip
+        results = [Classification([], [], {}) for _ in text_tokens]
+        with evaluating(self):
+            for chunk in length_batches(text_tokens, batch_size):
+                ids = pad([self.vocab.encode(text_tokens[i]) for i in chunk], self.vocab.pad_index).to(self.device)
+                for i, probs in zip(chunk, self.probabilities(self(ids)).float().cpu()):
+                    results[i] = self._classification(text_tokens[i], probs)
+        return results
 
     def _classification(self, tokens: list[str], probs: torch.Tensor) -> Classification:
         ranked = probs.argsort(descending=True).tolist()
@@ -367,7 +378,10 @@ class SequenceClassifier(SafeCheckpointLoading, pl.LightningModule):
         if isinstance(token, torch.Tensor):
             ids = token.to(self.device)
         else:
-            word = self.vocab[self._tokens([token])[0]] if isinstance(token, str) else int(token)
+            if isinstance(token, str):
+                word = self.vocab[token.lower() if self.hparams.lowercase else token]
+            else:
+                word = int(token)
             ids = torch.tensor([word], device=self.device)
         x = self.embedding(ids)
         if self.hparams.jordan:

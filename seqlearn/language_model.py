@@ -28,6 +28,16 @@ window of each epoch.  ``carry_state=False`` starts every window from zeros inst
 (independent windows, for comparison).  A checkpoint does not hold the carried state: a run
 resumed mid-epoch starts its next window from zeros.
 
+Faults (see :mod:`seqlearn.training`): a non-finite training loss raises
+:class:`~seqlearn.errors.NonFiniteLossError` naming the window (``on_nonfinite="stop"``) or
+skips it (``"skip"``: the weights and optimizer state stay as they were).  A skipped
+window's final state may carry the non-finite values on, so the carried state is reset
+and the next window starts from zeros, as at the start of an epoch.  Checkpoints carry the
+random state and are written atomically.  Training runs in one process: the windows of
+the streams follow each other in order, which splitting batches over DDP processes would
+break, so a Trainer with several processes is a :class:`~seqlearn.errors.ConfigError`
+(use more parallel streams, ``batch_size``, for throughput).
+
 Logged metrics: ``train_loss`` (mean token NLL) each step, ``train_ppl`` each epoch,
 ``val_loss`` and ``val_ppl`` each validation epoch (``test_*`` likewise), perplexity being
 ``exp`` of the mean NLL over all tokens of the epoch.
@@ -38,6 +48,7 @@ Sentences are separated by ``</s>`` in the streams, so a sentence starts after `
 ends at the next one.  :meth:`generate` (greedy or beam search) and :meth:`sample`
 (temperature, top-k, top-p) continue prompts through the strategies of
 :mod:`seqlearn.search`, with :meth:`start` and :meth:`search_step` as the step protocol.
+Prompts are read as :mod:`seqlearn.inputs` reads sentences.
 :meth:`init_state` and :meth:`step` score a stream one token at a time with constant memory::
 
     state = model.init_state()
@@ -49,7 +60,6 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any, Callable, Iterable, Sequence
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,11 +70,13 @@ from .batching import Padded, pad
 from .cells import State, map_state, state_tensors
 from .checkpoint_loading import SafeCheckpointLoading
 from .encoder import RNNEncoder, locked_dropout
-from .errors import ConfigError
+from .errors import ConfigError, check_hyperparameters
+from .inputs import MAX_INPUT_TOKENS, token_lists
 from .optim import OPTIMIZERS, build_optimizer
 from .search import Hypothesis
 from .streams import StreamBatch
 from .tokenizers import get_tokenizer
+from .training import TrainingModule, check_nonfinite_policy, evaluating
 from .vocab import Vocab
 
 __all__ = ["LanguageModel"]
@@ -73,7 +85,7 @@ SPLITS = ("train", "val", "test")
 Tokens = int | str | Sequence[int | str] | torch.Tensor
 
 
-class LanguageModel(SafeCheckpointLoading, pl.LightningModule):
+class LanguageModel(SafeCheckpointLoading, TrainingModule):
     """A stacked RNN language model over any registered cell (see the module docstring).
 
     vocab: :class:`Vocab` or its ``to_dict()`` (stored as a dict); it needs ``</s>``.
@@ -90,6 +102,10 @@ class LanguageModel(SafeCheckpointLoading, pl.LightningModule):
         ``"none"`` or ``"plateau"`` (multiply the learning rate by ``lr_gamma`` when
         ``val_loss`` has not improved for ``lr_patience`` epochs, the classic recipe with SGD).
         Clip gradients with the Trainer's ``gradient_clip_val``.
+    on_nonfinite: ``"stop"`` (default) raises :class:`~seqlearn.errors.NonFiniteLossError`
+        naming the window when the training loss is NaN or infinite; ``"skip"`` warns, leaves
+        the weights alone and starts the next window from a zero state (see the module
+        docstring).
     """
 
     def __init__(
@@ -114,8 +130,10 @@ class LanguageModel(SafeCheckpointLoading, pl.LightningModule):
         lr_scheduler: str = "none",
         lr_gamma: float = 0.25,
         lr_patience: int = 0,
+        on_nonfinite: str = "stop",
     ):
         super().__init__()
+        check_nonfinite_policy(on_nonfinite)
         if isinstance(vocab, Vocab):
             vocab = vocab.to_dict()
         if optimizer not in OPTIMIZERS:
@@ -187,8 +205,13 @@ class LanguageModel(SafeCheckpointLoading, pl.LightningModule):
         self._carried[split] = [map_state(torch.Tensor.detach, s) for s in finals] if carry else None
         return F.cross_entropy(logits.flatten(0, 1).float(), batch.target.flatten())
 
-    def _step(self, batch: StreamBatch, split: str) -> torch.Tensor:
-        nll = self.window_nll(batch, split)
+    def _step(self, batch: StreamBatch, batch_idx: int, split: str) -> torch.Tensor:
+        with self.memory_advice(batch, batch_idx):
+            nll = self.window_nll(batch, split)
+        if split == "train" and not self.loss_is_finite(nll, batch, batch_idx):
+            # the window's final state may be non-finite too: the next window starts afresh
+            self._carried[split] = None
+            return self.skipped_batch_loss()
         n = batch.target.numel()
         self.nll[f"nll_{split}"].update(nll.detach(), n)
         self.log(f"{split}_loss", nll, prog_bar=split == "train", on_step=split == "train", on_epoch=True,
@@ -202,13 +225,40 @@ class LanguageModel(SafeCheckpointLoading, pl.LightningModule):
         metric.reset()
 
     def training_step(self, batch: StreamBatch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        return self._step(batch, batch_idx, "train")
 
     def validation_step(self, batch: StreamBatch, batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._step(batch, batch_idx, "val")
 
     def test_step(self, batch: StreamBatch, batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._step(batch, batch_idx, "test")
+
+    def setup(self, stage: str) -> None:
+        if self._distributed():
+            raise ConfigError(
+                f"LanguageModel runs in one process, not {self.trainer.world_size}: its windows follow each other "
+                "along contiguous streams and carry the recurrent state, which sharding batches over DDP processes "
+                "would break. Use Trainer(devices=1), and more parallel streams (the data module's batch_size) "
+                "for throughput"
+            )
+
+    def registered_components(self) -> dict[str, Any]:
+        """The registry-built components whose provenance checkpoints record (see
+        :class:`~seqlearn.training.TrainingModule`)."""
+        return {"cell": self.encoder.layers[0].cells[0], "tokenizer": self.tokenizer}
+
+    def _where(self, batch: Any, batch_idx: int) -> str:
+        where = super()._where(batch, batch_idx)
+        if isinstance(batch, StreamBatch):
+            where += (f": the window of {len(batch)} streams x {batch.input.size(1)} tokens at stream position "
+                      f"{batch.offset}")  # fmt: skip
+        return where
+
+    def _budget_advice(self) -> str:
+        data = self._datamodule()
+        now = f" (now batch_size={data.batch_size}, bptt={data.bptt})" if hasattr(data, "bptt") else ""
+        return (f"Lower the data module's parallel streams batch_size or its window length bptt{now}, and keep the "
+                "effective batch with Trainer(accumulate_grad_batches=k)")  # fmt: skip
 
     def on_train_epoch_end(self) -> None:
         self._log_perplexity("train")
@@ -227,21 +277,18 @@ class LanguageModel(SafeCheckpointLoading, pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=h.lr_gamma, patience=h.lr_patience)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
 
-    @torch.no_grad()
     def perplexity(self, windows: Iterable[StreamBatch], carry_state: bool | None = None) -> float:
         """``exp`` of the mean token NLL over ``windows`` (e.g. ``datamodule.windows("valid")``),
         in eval mode, carrying the state across windows or not (default: as in training)."""
-        was_training = self.training
-        self.eval()
         total, count = 0.0, 0
         try:
-            for batch in windows:
-                batch = batch.to(self.device)
-                total += float(self.window_nll(batch, "perplexity", carry_state)) * batch.target.numel()
-                count += batch.target.numel()
+            with evaluating(self):
+                for batch in windows:
+                    batch = batch.to(self.device)
+                    total += float(self.window_nll(batch, "perplexity", carry_state)) * batch.target.numel()
+                    count += batch.target.numel()
         finally:
             self._carried.pop("perplexity", None)
-            self.train(was_training)
         if not count:
             raise ConfigError("perplexity of no windows")
         return float(torch.exp(torch.tensor(total / count)))
@@ -292,39 +339,26 @@ class LanguageModel(SafeCheckpointLoading, pl.LightningModule):
         log_probs, state = self.step(prev_tokens, state)
         return log_probs, state, None
 
-    def _prompts(self, prompts: str | Sequence[str | Sequence[str]]) -> list[list[str]]:
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        lower = self.hparams.lowercase
-        return [
-            self.tokenizer.tokenize(p.lower() if lower else p) if isinstance(p, str)
-            else [t.lower() if lower else t for t in p]
-            for p in prompts
-        ]  # fmt: skip
-
     def _search(
         self, prompts: str | Sequence[str | Sequence[str]], decode: Callable[..., list[list[Hypothesis]]],
-        batch_size: int, **options: Any,
+        batch_size: int, max_input_length: int | None, caller: str, **options: Any,
     ) -> list[list[Hypothesis]]:
         """Continue each prompt (after ``</s>``: a new sentence) with ``decode``, a strategy
         of :mod:`seqlearn.search`, in eval mode; hypotheses hold token strings."""
-        token_lists = self._prompts(prompts)
+        check_hyperparameters("LanguageModel", positive={"batch_size": batch_size})
+        prompt_tokens = token_lists(prompts, self.tokenizer, caller=caller, max_length=max_input_length,
+                                    lowercase=self.hparams.lowercase, keep="last")  # fmt: skip
         eos, results = self.vocab.eos_index, []
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                for begin in range(0, len(token_lists), batch_size):
-                    chunk = token_lists[begin : begin + batch_size]
-                    ids = [[eos, *self.vocab.encode(tokens)] for tokens in chunk]
-                    state = self.start(pad([row[:-1] for row in ids], self.vocab.pad_index))
-                    first = torch.tensor([row[-1] for row in ids])
-                    for tokens, hyps in zip(chunk, decode(self.search_step, state, bos_index=first, eos_index=eos,
-                                                          **options)):  # fmt: skip
-                        results.append([Hypothesis([self.vocab.itos[i] for i in h.tokens], h.score, None, tokens)
-                                        for h in hyps])  # fmt: skip
-        finally:
-            self.train(was_training)
+        with evaluating(self):
+            for begin in range(0, len(prompt_tokens), batch_size):
+                chunk = prompt_tokens[begin : begin + batch_size]
+                ids = [[eos, *self.vocab.encode(tokens)] for tokens in chunk]
+                state = self.start(pad([row[:-1] for row in ids], self.vocab.pad_index))
+                first = torch.tensor([row[-1] for row in ids])
+                for tokens, hyps in zip(chunk, decode(self.search_step, state, bos_index=first, eos_index=eos,
+                                                      **options)):  # fmt: skip
+                    results.append([Hypothesis([self.vocab.itos[i] for i in h.tokens], h.score, None, tokens)
+                                    for h in hyps])  # fmt: skip
         return results
 
     def generate(
@@ -339,16 +373,26 @@ class LanguageModel(SafeCheckpointLoading, pl.LightningModule):
         alpha: float = 1.0,
         block_ngram_repeat: int = 0,
         batch_size: int = 64,
+        max_input_length: int | None = MAX_INPUT_TOKENS,
     ) -> list[list[Hypothesis]]:
         """The most probable continuation of each prompt to the end of its sentence: greedy
         search when ``beam_size == 1`` (and no penalty or blocking), beam search otherwise
         (see :func:`seqlearn.search.beam_search`).
 
-        ``prompts``: a string (tokenized with the model's tokenizer; ``""`` starts a new
-        sentence from scratch), a token list, or a list of those.  Returns per prompt up to
-        ``n_best`` :class:`~seqlearn.search.Hypothesis`, best first: ``tokens`` the
-        continuation (without ``</s>``), ``score`` its log-probability (``</s>`` included),
-        ``source`` the prompt's tokens.  ``max_length`` counts steps, ``</s>`` included.
+        ``prompts``: a string (tokenized with the model's tokenizer, lowercased first if the
+        model is), a token list, or a list of those.  Returns per prompt up to ``n_best``
+        :class:`~seqlearn.search.Hypothesis`, best first: ``tokens`` the continuation
+        (without ``</s>``), ``score`` its log-probability (``</s>`` included), ``source`` the
+        prompt's tokens as read.  ``max_length`` counts steps, ``</s>`` included.
+
+        Prompts as :mod:`seqlearn.inputs` reads them: a token the vocabulary does not know
+        is read as ``<unk>`` (``source`` keeps it as given).  An empty or whitespace-only
+        prompt -- ``""``, the default -- has no tokens: the continuation is a new sentence
+        from scratch, whatever the tokenizer.  A prompt longer than ``max_input_length``
+        tokens (default :data:`~seqlearn.inputs.MAX_INPUT_TOKENS`, 512; None for no limit)
+        keeps its *last* that many, the context the continuation follows, with a
+        :class:`~seqlearn.errors.TruncationWarning`.  ``None``, numbers, bytes or token
+        lists holding non-strings raise :class:`~seqlearn.errors.InputError`.
         """
         if beam_size == 1 and n_best == 1 and length_penalty is None and not block_ngram_repeat:
             decode, options = search.greedy_search, {}
@@ -356,7 +400,8 @@ class LanguageModel(SafeCheckpointLoading, pl.LightningModule):
             decode = search.beam_search
             options = {"beam_size": beam_size, "n_best": n_best, "length_penalty": length_penalty, "alpha": alpha,
                        "block_ngram_repeat": block_ngram_repeat}  # fmt: skip
-        return self._search(prompts, decode, batch_size, max_length=max_length, min_length=min_length, **options)
+        return self._search(prompts, decode, batch_size, max_input_length, "generate", max_length=max_length,
+                            min_length=min_length, **options)  # fmt: skip
 
     def sample(
         self,
@@ -370,10 +415,12 @@ class LanguageModel(SafeCheckpointLoading, pl.LightningModule):
         min_length: int = 0,
         generator: torch.Generator | None = None,
         batch_size: int = 64,
+        max_input_length: int | None = MAX_INPUT_TOKENS,
     ) -> list[list[Hypothesis]]:
-        """Sampled continuations (see :func:`seqlearn.search.sample`), like :meth:`generate`;
-        ``num_samples`` per prompt, best score first."""
+        """Sampled continuations (see :func:`seqlearn.search.sample`), like :meth:`generate`
+        (prompts read the same way); ``num_samples`` per prompt, best score first."""
         return self._search(
-            prompts, search.sample, batch_size, max_length=max_length, min_length=min_length, num_samples=num_samples,
-            temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+            prompts, search.sample, batch_size, max_input_length, "sample", max_length=max_length,
+            min_length=min_length, num_samples=num_samples, temperature=temperature, top_k=top_k, top_p=top_p,
+            generator=generator,
         )  # fmt: skip

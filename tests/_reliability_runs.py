@@ -26,14 +26,19 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from seqlearn import Seq2Seq, Tagger
+from seqlearn.classification_data import ClassificationDataModule, LabeledText
+from seqlearn.classifier import SequenceClassifier
 from seqlearn.datamodules import TaggingDataModule, TranslationDataModule
+from seqlearn.language_model import LanguageModel
 from seqlearn.readers import TaggedSentence
+from seqlearn.streams import LanguageModelDataModule
 
 SEED = 0
 CHECKPOINT_EVERY = 3
@@ -89,19 +94,33 @@ def build(model: str, budget_scale: int, noise: bool) -> tuple[pl.LightningModul
     return net, data
 
 
-def tiny(kind: str, on_nonfinite: str = "stop") -> tuple[pl.LightningModule, pl.LightningDataModule, torch.nn.Module]:
-    """For in-process tests: a tiny model, its data, and its output layer (which tests poison)."""
+def tiny(kind: str, on_nonfinite: str = "stop", **options: Any
+         ) -> tuple[pl.LightningModule, pl.LightningDataModule, torch.nn.Module]:  # fmt: skip
+    """For in-process tests: a tiny model (``options`` override its arguments: ``cell=``...),
+    its data, and the layer tests poison: the output layer, or the language model's encoder
+    (whose final state is carried to the next window)."""
     torch.manual_seed(0)
+    common = {"dropout": 0.0, "lr": 1e-2, "on_nonfinite": on_nonfinite}
+    if kind == "language_model":
+        data = LanguageModelDataModule([s.tokens for s in tagged_sentences(64, 1)], batch_size=4, bptt=5)
+        model = LanguageModel.from_datamodule(
+            data, **{"embedding_dim": 8, "num_layers": 1, "input_dropout": 0.0, **common, **options})
+        return model, data, model.encoder
+    if kind == "classifier":
+        texts = [LabeledText(" ".join(s.tokens), s.tokens, [s.tags[0]], s.line) for s in tagged_sentences(64, 1)]
+        data = ClassificationDataModule(texts, max_tokens=40, seed=0)
+        model = SequenceClassifier.from_datamodule(data, **{"embedding_dim": 8, "hidden_size": 8, **common, **options})
+        return model, data, model.output
     if kind == "seq2seq":
         data = TranslationDataModule("default", limit=64, max_tokens=96, seed=0)
         data.setup("fit")
-        model = Seq2Seq(data.src_vocab, data.tgt_vocab, embedding_dim=8, hidden_size=16, dropout=0.0, lr=1e-2,
-                        val_bleu=False, on_nonfinite=on_nonfinite)  # fmt: skip
+        model = Seq2Seq(data.src_vocab, data.tgt_vocab,
+                        **{"embedding_dim": 8, "hidden_size": 16, "val_bleu": False, **common, **options})
         return model, data, model.generator
     data = TaggingDataModule(tagged_sentences(64, 1), max_tokens=40, seed=0)
     data.setup("fit")
-    model = Tagger.from_datamodule(data, word_dim=8, char_dim=4, char_out_dim=4, hidden_size=8, dropout=0.0, lr=1e-2,
-                                   on_nonfinite=on_nonfinite)  # fmt: skip
+    model = Tagger.from_datamodule(
+        data, **{"word_dim": 8, "char_dim": 4, "char_out_dim": 4, "hidden_size": 8, **common, **options})
     return model, data, model.emission
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
 import torch
 
 from seqlearn import registry
-from seqlearn.classification_data import ClassificationDataModule, LabeledText, read_labeled_tsv
-from seqlearn.classifier import SequenceClassifier
+from seqlearn.classification_data import ClassificationDataModule, LabeledText, collate_classification, read_labeled_tsv
+from seqlearn.checkpointing import AtomicCheckpointIO
+from seqlearn.classifier import Classification, SequenceClassifier
 from seqlearn.errors import ConfigError, DataError, UnknownComponentError
 from seqlearn.jordan import JordanEncoder
 from seqlearn.vocab import Vocab
@@ -329,9 +331,15 @@ def test_checkpoint_round_trip_gives_identical_predictions(multi, tmp_path):
     path = tmp_path / "multi.ckpt"
     trainer.save_checkpoint(path)
     ckpt = torch.load(path, weights_only=True)
-    assert ckpt["seqlearn"]["provenance"]["pooling"]["name"] == "max"
-    assert ckpt["seqlearn"]["provenance"]["cell"]["name"] == "gru"
+    provenance = ckpt["seqlearn"]["provenance"]
+    assert {role: (r["kind"], r["name"], r["distribution"]) for role, r in provenance.items()} == {
+        "cell": ("cells", "gru", "seqlearn"), "pooling": ("poolings", "max", "seqlearn"),
+        "tokenizer": ("tokenizers", "whitespace", "seqlearn")}
+    # the random state for exact resume, written by the atomic writer
+    assert isinstance(ckpt["callbacks"]["TrainingState"]["rng"]["torch"], torch.Tensor)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     loaded = SequenceClassifier.load_from_checkpoint(path)
+    assert loaded.checkpoint_provenance == provenance
     assert loaded.vocab == model.vocab and loaded.label_vocab == model.label_vocab and loaded.multi_label
     texts = [ex.text for ex in dm.examples["valid"][:40]]
     assert loaded.predict(texts) == model.predict(texts)
@@ -349,5 +357,36 @@ def test_plugin_pooling_and_unknown_names():
         SequenceClassifier(_vocab(), ["p", "q"], pooling="atention")
     with pytest.raises(ConfigError, match="at least 2 labels"):
         SequenceClassifier(_vocab(), ["p"])
-    with pytest.raises(DataError, match="text 1 has no tokens"):
-        model.predict(["a b", "   "])
+    assert model.predict(["a b", "   "])[1] == Classification([], [], {})  # see test_inference_inputs
+
+
+class _OneOfTwoProcesses:
+    """The DDP strategy as one of two processes sees it, its partner's batch holding
+    ``other`` texts: sums add the partner's count."""
+
+    def __init__(self, other: int):
+        self.other = other
+
+    def reduce(self, value: torch.Tensor, reduce_op: str) -> torch.Tensor:
+        assert reduce_op == "sum"
+        return value + self.other
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        return decision
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_under_ddp_the_training_loss_is_rescaled_to_the_mean_over_the_global_batch(multi_label, monkeypatch):
+    """DDP averages gradients over processes: each process's loss must be its sum over texts
+    divided by the texts of *all* processes, times the number of processes."""
+    torch.manual_seed(0)
+    model = SequenceClassifier(_vocab(), ["p", "q"], multi_label=multi_label, **SMALL)
+    vocab = model.vocab
+    items = [(i, vocab.encode(text.split()), [i % 2]) for i, text in enumerate(["a x y", "b", "c d x"])]
+    batch = collate_classification(items, vocab.pad_index, 2, multi_label)
+    local_mean = model.loss(model(batch.tokens), batch.labels)
+    monkeypatch.setattr(model, "log", lambda *args, **kwargs: None)
+    monkeypatch.setattr(model, "log_dict", lambda *args, **kwargs: None)
+    model._trainer = SimpleNamespace(world_size=2, strategy=_OneOfTwoProcesses(other=5))
+    loss = model.training_step(batch, 0)
+    torch.testing.assert_close(loss, local_mean * 3 / (3 + 5) * 2)

@@ -1,7 +1,8 @@
 """The example plugins in plugins/: each pip-installed as the real distribution it is, its own
 tests run, and its component used by name everywhere a built-in goes -- Seq2Seq, ``seqlearn
 plugins``, a ``seqlearn fit`` config, the hidden-state explorer, checkpoints -- and a
-checkpoint loaded where the plugins are missing names the distributions to install."""
+checkpoint loaded where the plugins are missing names the distributions to install; the
+same for the tagger, language model and classifier with a throwaway plugin distribution."""
 from __future__ import annotations
 
 import json
@@ -14,10 +15,15 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
-from seqlearn import Seq2Seq, Vocab, registry
+from _reliability_runs import tiny
+from seqlearn import Seq2Seq, Tagger, Vocab, registry
 from seqlearn.batching import TranslationBatch, pad
+from seqlearn.classifier import SequenceClassifier
+from seqlearn.errors import CheckpointError
+from seqlearn.language_model import LanguageModel
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 #: every plugin folder: its distribution name, version and entry points ``(kind, name)``
@@ -286,3 +292,64 @@ def test_a_component_registered_in_a_notebook_is_named_as_such():
     )
     assert missing_components_message({"provenance": {"cell": record["provenance"]["attention"]}}) is None
     assert missing_components_message(None) is None  # a checkpoint without a record: nothing to check
+
+
+THROWAWAY = '''
+from seqlearn import registry
+from seqlearn.cells import GRUCell
+from seqlearn.pooling import MeanPooling
+
+
+@registry.cells.register("throwaway-gru")
+class ThrowawayGRU(GRUCell):
+    """A GRU under another name, from a distribution of its own."""
+
+
+@registry.poolings.register("throwaway-mean")
+class ThrowawayMean(MeanPooling):
+    """Mean pooling under another name."""
+'''
+MODEL_CLASSES = {"tagger": Tagger, "language_model": LanguageModel, "classifier": SequenceClassifier}
+
+
+@pytest.mark.parametrize("kind", sorted(MODEL_CLASSES))
+def test_every_model_records_its_plugins_and_a_checkpoint_without_them_names_the_distribution(
+    kind, plugin_env, tmp_path, monkeypatch
+):
+    """As Seq2Seq does above: the tagger, language model and classifier record where their
+    cell (and char features, pooling, tokenizer) come from, and loading their checkpoint
+    where the plugin is not installed says what to pip install."""
+    before = {reg: dict(reg._entries) for reg in (registry.cells, registry.poolings)}
+    for reg, entries in before.items():
+        monkeypatch.setattr(reg, "_entries", dict(entries))  # the plugin's components leave with the test
+    plugin_env("seqlearn-throwaway", "0.3.1", {"seqlearn_throwaway": THROWAWAY},
+               {"seqlearn.cells": {"throwaway-gru": "seqlearn_throwaway:ThrowawayGRU"},
+                "seqlearn.poolings": {"throwaway-mean": "seqlearn_throwaway:ThrowawayMean"}})
+    plugins = {"cell": "throwaway-gru", **({"pooling": "throwaway-mean"} if kind == "classifier" else {})}
+    model, data, _ = tiny(kind, **plugins)
+    trainer = pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, accelerator="cpu")  # fmt: skip
+    trainer.fit(model, data)
+    path = tmp_path / f"{kind}.ckpt"
+    trainer.save_checkpoint(path)
+    provenance = torch.load(path, weights_only=True)["seqlearn"]["provenance"]
+    for role, name in plugins.items():
+        assert provenance[role] | {"module": None} == {
+            "kind": f"{role}s", "name": name, "distribution": "seqlearn-throwaway", "version": "0.3.1", "module": None}
+    builtin = {"tagger": ["char_features", "tokenizer"], "language_model": ["tokenizer"], "classifier": ["tokenizer"]}
+    assert sorted(provenance) == sorted([*plugins, *builtin[kind]])
+    assert all(provenance[role]["distribution"] == "seqlearn" for role in builtin[kind])
+    cls = MODEL_CLASSES[kind]
+    assert cls.load_from_checkpoint(path).checkpoint_provenance == provenance  # loads while installed
+
+    # the distribution goes: off sys.path, out of the registries
+    site = str(tmp_path / "site")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != site])
+    for reg, entries in before.items():
+        monkeypatch.setattr(reg, "_entries", dict(entries))
+    registry.refresh()
+    with pytest.raises(CheckpointError) as err:
+        cls.load_from_checkpoint(path)
+    needs = "; ".join(f"{role} {name!r} from distribution seqlearn-throwaway 0.3.1, which is not installed"
+                      for role, name in plugins.items())
+    assert str(err.value) == f"{path}: this checkpoint needs {needs}: pip install seqlearn-throwaway"

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqlearn.checkpointing import AtomicCheckpointIO
 from seqlearn.errors import ConfigError, DataError
 from seqlearn.language_model import LanguageModel
 from seqlearn.streams import LanguageModelDataModule, StreamBatch, StreamWindows, batchify, encode_stream
@@ -284,3 +285,37 @@ def test_checkpoint_restores_vocabulary_tokenizer_and_weights(tmp_path):
     model.eval()
     assert loaded.generate("The Dog")[0][0].tokens == model.generate("the dog")[0][0].tokens
     torch.testing.assert_close(loaded.step("THE", loaded.init_state())[0], model.step("the", model.init_state())[0])
+
+
+def test_checkpoints_carry_provenance_and_random_state_and_are_written_atomically(tmp_path):
+    torch.manual_seed(9)
+    dm = LanguageModelDataModule(corpus(20), batch_size=2, bptt=5)
+    model = LanguageModel.from_datamodule(dm, cell="gru", embedding_dim=8, num_layers=1)
+    trainer = quiet_trainer(max_steps=1)
+    trainer.fit(model, dm)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    model.hparams["_class_path"] = "evil.module.Class"  # as LightningCLI would add: never saved
+    trainer.save_checkpoint(tmp_path / "lm.ckpt")
+    ckpt = torch.load(tmp_path / "lm.ckpt", weights_only=True)
+    assert "_class_path" not in ckpt["hyper_parameters"]
+    provenance = ckpt["seqlearn"]["provenance"]
+    assert {role: (r["kind"], r["name"], r["distribution"]) for role, r in provenance.items()} == {
+        "cell": ("cells", "gru", "seqlearn"), "tokenizer": ("tokenizers", "whitespace", "seqlearn")}
+    torch.testing.assert_close(ckpt["callbacks"]["TrainingState"]["rng"]["torch"], torch.get_rng_state())
+    loaded = LanguageModel.load_from_checkpoint(tmp_path / "lm.ckpt")
+    assert loaded.checkpoint_provenance == provenance
+
+
+def test_ddp_is_refused_by_name_before_training(monkeypatch):
+    """Windows of contiguous streams cannot be sharded over processes; no real DDP run needed
+    to show that a Trainer of two processes is refused."""
+    dm = LanguageModelDataModule(corpus(20), batch_size=2, bptt=5)
+    model = LanguageModel.from_datamodule(dm, cell="gru", embedding_dim=8, num_layers=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    monkeypatch.setattr(pl.Trainer, "world_size", property(lambda self: 2))
+    with pytest.raises(ConfigError, match=r"LanguageModel runs in one process, not 2: .*Trainer\(devices=1\)"):
+        quiet_trainer(max_steps=2).fit(model, dm)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    monkeypatch.undo()
+    quiet_trainer(max_steps=1).fit(model, dm)  # one process is fine
+    assert not all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

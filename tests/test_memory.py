@@ -34,7 +34,7 @@ def test_the_allocators_failure_is_recognized_and_other_runtime_errors_are_not()
     assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 4x3)"))
 
 
-@pytest.mark.parametrize("kind", ["seq2seq", "tagger"])
+@pytest.mark.parametrize("kind", ["seq2seq", "tagger", "classifier"])
 def test_a_forward_pass_out_of_memory_names_the_batch_and_the_budget(kind):
     model, data, layer = tiny(kind, "stop")
     layer.register_forward_hook(lambda module, inputs, out: allocate_per_token(out))
@@ -45,6 +45,17 @@ def test_a_forward_pass_out_of_memory_names_the_batch_and_the_budget(kind):
     assert "DefaultCPUAllocator: can't allocate memory" in message  # the allocator's own words
     assert f"now max_tokens={data.max_tokens}, max_sentences=None" in message and "--data.max_tokens" in message
     assert isinstance(err.value, MemoryError) and is_out_of_memory(err.value.__cause__)
+
+
+def test_a_language_model_window_out_of_memory_names_the_window_and_the_streams_to_lower():
+    model, data, _ = tiny("language_model", "stop")
+    model.output.register_forward_hook(lambda module, inputs, out: allocate_per_token(out))
+    with pytest.raises(BatchMemoryError) as err:
+        trainer().fit(model, data)
+    message = str(err.value)
+    assert message.startswith("batch 0 of epoch 0 (global step 0): the window of 4 streams x 5 tokens at stream "
+                              "position 0 did not fit in memory: ")  # fmt: skip
+    assert "now batch_size=4, bptt=5" in message and "max_tokens" not in message
 
 
 def test_a_backward_pass_out_of_memory_gets_the_same_advice():

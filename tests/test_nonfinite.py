@@ -1,5 +1,7 @@
 """Faults: a non-finite training loss stops the run naming the batch, or skips that batch,
-and never reaches the weights or a checkpoint."""
+and never reaches the weights or a checkpoint -- for every model: Seq2Seq, Tagger,
+SequenceClassifier and LanguageModel (whose skipped window must not hand a non-finite state
+on to the next)."""
 from __future__ import annotations
 
 import copy
@@ -14,6 +16,15 @@ from seqlearn.errors import ConfigError, NonFiniteLossError, TrainingError
 
 POISONED_STEP = 3
 STEPS = 6
+KINDS = ["seq2seq", "tagger", "classifier", "language_model"]
+
+
+def poisoned(out):
+    """``out`` -- a tensor, or tuples and lists of them (an encoder's outputs and final
+    states) -- times NaN."""
+    if isinstance(out, torch.Tensor):
+        return out * float("nan")
+    return type(out)(poisoned(part) for part in out)
 
 
 class Poison(pl.Callback):
@@ -22,7 +33,7 @@ class Poison(pl.Callback):
 
     def __init__(self, layer: torch.nn.Module, at: int | None = POISONED_STEP):
         self.at, self.active = at, False
-        layer.register_forward_hook(lambda module, inputs, out: out * float("nan") if self.active else None)
+        layer.register_forward_hook(lambda module, inputs, out: poisoned(out) if self.active else None)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.active = trainer.global_step == self.at
@@ -55,20 +66,26 @@ def all_finite(weights: dict[str, torch.Tensor]) -> bool:
     return all(bool(torch.isfinite(w).all()) for w in weights.values() if w.is_floating_point())
 
 
-@pytest.mark.parametrize("kind", ["seq2seq", "tagger"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_stop_names_the_batch_and_keeps_weights_and_checkpoint_from_before_it(kind, tmp_path):
     model, data, layer = tiny(kind, "stop")
     poison = Poison(layer)
     with pytest.raises(NonFiniteLossError) as err:
         trainer(poison, tmp_path).fit(model, data)
     message = str(err.value)
-    index = poison.batch.index.tolist()
-    lines = [data.examples["train"][i].line for i in index]
     assert f"batch {poison.batch_idx} of epoch 0 (global step {POISONED_STEP})" in message
-    assert f"{len(index)} examples" in message and "not finite" in message
-    assert "training examples " + ", ".join(map(str, index[:10])) in message
-    assert "(train examples, lines " + ", ".join(map(str, lines[:10])) in message
-    assert "on_nonfinite='skip'" in message
+    assert "not finite" in message and "on_nonfinite='skip'" in message
+    if kind == "language_model":  # a window of the streams: no examples, a position
+        window = poison.batch
+        assert window.offset == POISONED_STEP * data.bptt
+        assert (f"(global step {POISONED_STEP}): the window of {len(window)} streams x {window.input.size(1)} "
+                f"tokens at stream position {window.offset}") in message
+    else:
+        index = poison.batch.index.tolist()
+        lines = [data.examples["train"][i].line for i in index]
+        assert f"{len(index)} examples" in message
+        assert "training examples " + ", ".join(map(str, index[:10])) in message
+        assert "(train examples, lines " + ", ".join(map(str, lines[:10])) in message
     # the weights are those from before the bad batch, as is the last checkpoint written
     assert_same(model.state_dict(), poison.weights_before)
     last = torch.load(tmp_path / "last.ckpt", weights_only=True)
@@ -77,7 +94,7 @@ def test_stop_names_the_batch_and_keeps_weights_and_checkpoint_from_before_it(ki
     assert all_finite(last["state_dict"])
 
 
-@pytest.mark.parametrize("kind", ["seq2seq", "tagger"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_skip_trains_on_and_the_skipped_batch_changes_nothing(kind, tmp_path):
     model, data, layer = tiny(kind, "skip")
     poison = Poison(layer)
@@ -85,6 +102,8 @@ def test_skip_trains_on_and_the_skipped_batch_changes_nothing(kind, tmp_path):
     with pytest.warns(RuntimeWarning, match="skipping a batch: the loss \\(nan\\) is not finite at batch"):
         run.fit(model, data)
     assert run.global_step == STEPS
+    # one batch skipped: for the language model, the window after the poisoned one (which
+    # continues the same streams) starts from zeros, not from the poisoned final state
     assert len(model.skipped_batches) == 1 and f"global step {POISONED_STEP}" in model.skipped_batches[0]
     # the skipped step moved neither the weights nor Adam's moments
     assert_same(poison.weights_after, poison.weights_before)
@@ -113,6 +132,7 @@ def test_a_checkpoint_of_non_finite_weights_is_refused_and_the_file_left_alone(t
     assert target.read_bytes() == good
 
 
-def test_on_nonfinite_accepts_only_stop_or_skip():
+@pytest.mark.parametrize("kind", KINDS)
+def test_on_nonfinite_accepts_only_stop_or_skip(kind):
     with pytest.raises(ConfigError, match="on_nonfinite"):
-        tiny("seq2seq", "ignore")
+        tiny(kind, "ignore")
