@@ -25,8 +25,9 @@ one window only, while the state -- the context -- flows on through the whole st
 The state lives on the module between batches of an epoch, one per split (train,
 validation, test), and is reset to zeros at every window with offset 0 -- the first
 window of each epoch.  ``carry_state=False`` starts every window from zeros instead
-(independent windows, for comparison).  A checkpoint does not hold the carried state: a run
-resumed mid-epoch starts its next window from zeros.
+(independent windows, for comparison).  A checkpoint holds the training state carried out
+of the last window, and the data module's loader its position in the epoch, so a run
+resumed mid-epoch goes on exactly where it stopped.
 
 Faults (see :mod:`seqlearn.training`): a non-finite training loss raises
 :class:`~seqlearn.errors.NonFiniteLossError` naming the window (``on_nonfinite="stop"``) or
@@ -246,6 +247,17 @@ class LanguageModel(SafeCheckpointLoading, TrainingModule):
         """The registry-built components whose provenance checkpoints record (see
         :class:`~seqlearn.training.TrainingModule`)."""
         return {"cell": self.encoder.layers[0].cells[0], "tokenizer": self.tokenizer}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        # the state the next training window starts from: tensors in plain containers
+        checkpoint["seqlearn_carried_state"] = self._carried.get("train")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        carried = checkpoint.get("seqlearn_carried_state")
+        if carried is not None:
+            self._carried["train"] = [map_state(lambda t: t.to(self.device), s) for s in carried]
 
     def _where(self, batch: Any, batch_idx: int) -> str:
         where = super()._where(batch, batch_idx)

@@ -17,14 +17,15 @@ recurrent state from one window to the next.
 
 :class:`LanguageModelDataModule` reads text files (one sentence per line, plain or gzip),
 builds the vocabulary from the training split and serves these windows in order -- never
-shuffled, since the order is what lets the state carry over.
+shuffled, since the order is what lets the state carry over -- through a
+:class:`WindowLoader`, which a run resumed mid-epoch continues with the next window.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Any, Iterator, Sequence, Union
 
 import pytorch_lightning as pl
 import torch
@@ -36,7 +37,8 @@ from .readers import read_text
 from .tokenizers import get_tokenizer
 from .vocab import Vocab
 
-__all__ = ["StreamBatch", "StreamWindows", "batchify", "encode_stream", "LanguageModelDataModule", "TextSource"]
+__all__ = ["StreamBatch", "StreamWindows", "WindowLoader", "batchify", "encode_stream", "LanguageModelDataModule",
+           "TextSource"]
 
 # A text file (one sentence per line), or sentences as strings (tokenized) or token lists.
 TextSource = Union[str, os.PathLike, Sequence[str], Sequence[Sequence[str]], None]
@@ -101,6 +103,38 @@ class StreamWindows(Dataset):
         return StreamBatch(
             self.streams[:, start : start + length], self.streams[:, start + 1 : start + 1 + length], start
         )
+
+
+class WindowLoader:
+    """The windows of :class:`StreamWindows`, in order, resumable mid-epoch: Lightning saves
+    :meth:`state_dict` (the windows of this epoch delivered so far) in every checkpoint and
+    passes it to :meth:`load_state_dict` when resuming (``trainer.fit(..., ckpt_path=...)``),
+    so the resumed run goes on with the window after the last one trained on -- the one the
+    state in the checkpoint continues into (see :class:`~seqlearn.language_model.LanguageModel`).
+    A plain DataLoader would start the epoch over while Lightning counted on."""
+
+    def __init__(self, windows: StreamWindows):
+        self.windows = windows
+        self._delivered = 0
+        self._resume_at = 0
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __iter__(self) -> Iterator[StreamBatch]:
+        # a position at the end of an epoch resumes with the next epoch, from its first window
+        start = self._resume_at if self._resume_at < len(self.windows) else 0
+        self._delivered, self._resume_at = start, 0
+        for k in range(start, len(self.windows)):
+            self._delivered = k + 1
+            yield self.windows[k]
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"start": windows of this epoch delivered}``: where a resumed run goes on."""
+        return {"start": self._delivered}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume_at = self._delivered = int(state["start"])
 
 
 class LanguageModelDataModule(pl.LightningDataModule):
@@ -194,8 +228,9 @@ class LanguageModelDataModule(pl.LightningDataModule):
                             f"(lower {'batch_size' if name == 'train' else 'eval_batch_size'})", self._where(name))
         return StreamWindows(batchify(ids, streams), self.bptt)
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.windows("train"), batch_size=None, shuffle=False)
+    def train_dataloader(self) -> WindowLoader:
+        """The training windows in order, resumable mid-epoch (:class:`WindowLoader`)."""
+        return WindowLoader(self.windows("train"))
 
     def val_dataloader(self) -> DataLoader | list:
         """In-order windows of the validation split; ``[]`` (no validation) when there is none."""

@@ -4,9 +4,11 @@ build in-process (not a test module).
     python tests/_reliability_runs.py MODEL OUT [--kill-at STEP] [--resume CKPT] [--devices N]
         [--fault-save N] [--budget-scale K] [--epochs E] [--no-noise]
 
-MODEL is ``seq2seq`` (the embedded default task, scheduled sampling, step LR schedule) or
-``tagger`` (synthetic tagged sentences, word dropout, lr_decay).  Both draw random numbers
-(dropout...), so the random state matters, unless ``--no-noise``.  The run checkpoints
+MODEL is ``seq2seq`` (the embedded default task, scheduled sampling, step LR schedule),
+``tagger`` (synthetic tagged sentences, word dropout, lr_decay), ``language_model`` (their
+words as streams: truncated BPTT carrying the state across windows, variational dropout,
+plateau LR schedule) or ``classifier`` (their first tag as label, attention pooling).  All
+draw random numbers (dropout...), so the random state matters, unless ``--no-noise``.  The run checkpoints
 into OUT/ckpt every 3 steps (``last.ckpt`` too), and rank 0 writes OUT/weights.pt and
 OUT/result.json: the global training loss of each step and the final metrics.
 ``--kill-at`` SIGKILLs the process at the end of that step; ``--fault-save N`` SIGKILLs it
@@ -74,6 +76,11 @@ def tagged_sentences(n: int, seed: int) -> list[TaggedSentence]:
     return out
 
 
+def labeled_texts(n: int, seed: int) -> list[LabeledText]:
+    """:func:`tagged_sentences` labeled by their first tag, ``A`` or ``B``."""
+    return [LabeledText(" ".join(s.tokens), s.tokens, [s.tags[0]], s.line) for s in tagged_sentences(n, seed)]
+
+
 def build(model: str, budget_scale: int, noise: bool) -> tuple[pl.LightningModule, pl.LightningDataModule]:
     if model == "seq2seq":
         data = TranslationDataModule("default", limit=192, max_tokens=96 * budget_scale, seed=SEED)
@@ -83,6 +90,18 @@ def build(model: str, budget_scale: int, noise: bool) -> tuple[pl.LightningModul
             scheduled_sampling="linear" if noise else "none", sampling_c=0.02, lr=3e-3, lr_scheduler="step",
             lr_gamma=0.5, lr_step_size=1, val_bleu=True,
         )  # fmt: skip
+    elif model == "language_model":
+        data = LanguageModelDataModule([s.tokens for s in tagged_sentences(160, 1)],
+                                       [s.tokens for s in tagged_sentences(48, 2)], batch_size=4 * budget_scale, bptt=8)
+        net = LanguageModel.from_datamodule(
+            data, cell="lstm", embedding_dim=16, num_layers=2, dropout=0.2 if noise else 0.0,
+            input_dropout=0.1 if noise else 0.0, lr=1e-2, lr_scheduler="plateau",
+        )  # fmt: skip
+    elif model == "classifier":
+        data = ClassificationDataModule(labeled_texts(160, 1), labeled_texts(48, 2), max_tokens=40 * budget_scale,
+                                        seed=SEED)  # fmt: skip
+        net = SequenceClassifier.from_datamodule(
+            data, embedding_dim=16, hidden_size=16, pooling="attention", dropout=0.2 if noise else 0.0, lr=1e-2)
     else:
         data = TaggingDataModule(tagged_sentences(160, 1), tagged_sentences(48, 2), max_tokens=40 * budget_scale,
                                  seed=SEED)  # fmt: skip
@@ -107,8 +126,7 @@ def tiny(kind: str, on_nonfinite: str = "stop", **options: Any
             data, **{"embedding_dim": 8, "num_layers": 1, "input_dropout": 0.0, **common, **options})
         return model, data, model.encoder
     if kind == "classifier":
-        texts = [LabeledText(" ".join(s.tokens), s.tokens, [s.tags[0]], s.line) for s in tagged_sentences(64, 1)]
-        data = ClassificationDataModule(texts, max_tokens=40, seed=0)
+        data = ClassificationDataModule(labeled_texts(64, 1), max_tokens=40, seed=0)
         model = SequenceClassifier.from_datamodule(data, **{"embedding_dim": 8, "hidden_size": 8, **common, **options})
         return model, data, model.output
     if kind == "seq2seq":
@@ -159,7 +177,7 @@ def fault_on_save(n: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("model", choices=["seq2seq", "tagger"])
+    ap.add_argument("model", choices=["seq2seq", "tagger", "language_model", "classifier"])
     ap.add_argument("out", type=Path)
     ap.add_argument("--kill-at", type=int)
     ap.add_argument("--resume")

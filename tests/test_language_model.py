@@ -14,7 +14,7 @@ from torch import nn
 from seqlearn.checkpointing import AtomicCheckpointIO
 from seqlearn.errors import ConfigError, DataError
 from seqlearn.language_model import LanguageModel
-from seqlearn.streams import LanguageModelDataModule, StreamBatch, StreamWindows, batchify, encode_stream
+from seqlearn.streams import LanguageModelDataModule, StreamBatch, StreamWindows, WindowLoader, batchify, encode_stream
 from seqlearn.vocab import Vocab
 
 WORDS = "the a dog cat runs sleeps on mat big small".split()
@@ -50,6 +50,23 @@ def test_batchify_and_windows_by_hand():
     assert (first.offset, last.offset) == (0, 2)
     with pytest.raises(IndexError):
         windows[2]
+
+
+def test_window_loader_resumes_after_the_windows_delivered_and_then_starts_epochs_afresh():
+    windows = StreamWindows(batchify(torch.arange(40), streams=2), bptt=3)
+    offsets = [3 * k for k in range(len(windows))]  # 19 positions per stream: 7 windows
+    loader = WindowLoader(windows)
+    epoch = iter(loader)
+    assert [next(epoch).offset for _ in range(3)] == offsets[:3]
+    assert loader.state_dict() == {"start": 3}
+    resumed = WindowLoader(windows)
+    resumed.load_state_dict(loader.state_dict())
+    assert len(resumed) == len(windows)  # Lightning counts the delivered windows itself
+    assert [w.offset for w in resumed] == offsets[3:]
+    assert [w.offset for w in resumed] == offsets  # the next epoch, whole
+    at_the_end = WindowLoader(windows)
+    at_the_end.load_state_dict({"start": len(windows)})  # saved after an epoch's last window
+    assert [w.offset for w in at_the_end] == offsets
 
 
 def test_stream_joins_sentences_with_eos_and_datamodule_serves_windows_in_order():

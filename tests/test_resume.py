@@ -106,8 +106,8 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp
 
 
 # -- exact resume ------------------------------------------------------------------------------
-KILL_AT = {"seq2seq": 29, "tagger": 31}
-STEPS_PER_EPOCH = {"seq2seq": 23, "tagger": 25}
+KILL_AT = {"seq2seq": 29, "tagger": 31, "language_model": 47, "classifier": 31}
+STEPS_PER_EPOCH = {"seq2seq": 23, "tagger": 25, "language_model": 33, "classifier": 25}
 
 
 @pytest.fixture(scope="module")
@@ -128,17 +128,22 @@ def runs(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["seq2seq", "tagger"])
+@pytest.mark.parametrize("model", list(KILL_AT))
 def test_run_killed_mid_epoch_resumes_to_the_same_weights(runs, tmp_path, model):
     """Seq2Seq: dropout, scheduled sampling (linear decay by step) and a step LR schedule;
-    Tagger: dropout, word dropout and lr_decay.  Two epochs; checkpoints every 3 steps."""
+    Tagger: dropout, word dropout and lr_decay; LanguageModel: variational dropout and the
+    state carried from window to window; SequenceClassifier: dropout.  Two epochs;
+    checkpoints every 3 steps."""
     full, killed = runs(model)
     last = killed / "ckpt" / "last.ckpt"
     checkpoint = torch.load(last, weights_only=True)
     step = KILL_AT[model] - KILL_AT[model] % CHECKPOINT_EVERY
     assert (checkpoint["global_step"], checkpoint["epoch"]) == (step, 1)  # in the middle of the second epoch
-    loader_state = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
-    assert loader_state == [{"epoch": 1, "start": step - STEPS_PER_EPOCH[model]}]
+    (loader_state,) = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loader_state["start"] == step - STEPS_PER_EPOCH[model]  # the windows' loader counts no epochs
+    assert loader_state.get("epoch", 1) == 1
+    if model == "language_model":
+        assert checkpoint["seqlearn_carried_state"] is not None
     assert not (killed / "weights.pt").exists()
 
     run(model, tmp_path, "--resume", last)
@@ -159,3 +164,14 @@ def test_without_the_saved_random_state_the_resumed_run_differs(runs, tmp_path):
     torch.save(checkpoint, tmp_path / "stripped.ckpt")
     run("seq2seq", tmp_path, "--resume", tmp_path / "stripped.ckpt")
     assert max_difference(weights(full / "weights.pt"), weights(tmp_path / "weights.pt")) > 1e-3
+
+
+@pytest.mark.slow
+def test_without_the_carried_state_the_resumed_language_model_differs(runs, tmp_path):
+    """The control for truncated BPTT: the same resume, its next window started from zeros."""
+    full, killed = runs("language_model")
+    checkpoint = torch.load(killed / "ckpt" / "last.ckpt", weights_only=True)
+    checkpoint["seqlearn_carried_state"] = None
+    torch.save(checkpoint, tmp_path / "stripped.ckpt")
+    run("language_model", tmp_path, "--resume", tmp_path / "stripped.ckpt")
+    assert max_difference(weights(full / "weights.pt"), weights(tmp_path / "weights.pt")) > 1e-4
