@@ -426,8 +426,19 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
             hyps = self._search(batch.src, search.greedy_search)
             detok = self.tgt_tokenizer.detokenize
             self._bleu_pairs[0].extend(detok(self._strings(h[0].tokens)) for h in hyps)
-            self._bleu_pairs[1].extend(detok(self.tgt_vocab.decode(ids)) for ids in batch.tgt.ids.tolist())
+            self._bleu_pairs[1].extend(self._references(batch))
         return loss
+
+    def _references(self, batch: TranslationBatch) -> list[str]:
+        """The validation references of ``batch`` as text: the data module's raw target
+        sentences when it has them, else the target ids decoded (then a reference's ``<unk>``
+        would match a hypothesis' ``<unk>`` and BLEU come out too high)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if hasattr(datamodule, "references"):
+            texts = datamodule.references("valid")
+            return [texts[i] for i in batch.index.tolist()]
+        detok = self.tgt_tokenizer.detokenize
+        return [detok(self.tgt_vocab.decode(ids)) for ids in batch.tgt.ids.tolist()]
 
     def _accumulate(self, split: str, loss_sum: torch.Tensor, nll: torch.Tensor, n: torch.Tensor) -> None:
         sums = self._epoch_sums.setdefault(split, [torch.zeros((), device=nll.device)] * 3)

@@ -9,11 +9,13 @@ import sys
 
 import pytest
 import pytorch_lightning as pl
+import sacrebleu
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from seqlearn.batching import TranslationBatch, pad
+from seqlearn.datamodules import TranslationDataModule
 from seqlearn.errors import ConfigError
 from seqlearn.seq2seq import Seq2Seq, TeacherForcing, label_smoothed_nll
 from seqlearn.vocab import Vocab
@@ -369,3 +371,20 @@ def test_fine_tuning_from_a_checkpoint_file_keeps_old_rows(trained):
     new = Seq2Seq.from_pretrained(path, extend_src=["neu"], extend_tgt=["new"])
     _assert_rows_kept(model, new)
     assert [h[0].tokens for h in new.translate([s for s, _ in PAIRS])] == [t.split() for _, t in PAIRS]
+
+
+def test_validation_bleu_scores_against_the_raw_references(tmp_path):
+    # validation targets made of words the target vocabulary lacks: their ids decode to <unk>
+    (tmp_path / "train.tsv").write_text("a b\tx y\nb a\ty x\n")
+    (tmp_path / "valid.tsv").write_text("a b\tfoo bar\nb a\tbaz qux\n")
+    data = TranslationDataModule(tmp_path / "train.tsv", tmp_path / "valid.tsv", max_sentences=2, shuffle=False)
+    data.setup("fit")
+    torch.manual_seed(0)
+    model = Seq2Seq(data.src_vocab, data.tgt_vocab, embedding_dim=8, hidden_size=16, val_bleu=True)
+    with torch.no_grad():  # a model that says <unk>, which must not match the references' unknown words
+        model.generator.bias[data.tgt_vocab.unk_index] = 50.0
+    metrics = _trainer().validate(model, data, verbose=False)[0]
+    hyps = [" ".join(h[0].tokens) for h in model.translate(["a b", "b a"])]
+    assert all("<unk>" in h for h in hyps)
+    assert metrics["val_bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [["foo bar", "baz qux"]]).score) == 0.0
+    assert sacrebleu.corpus_bleu(hyps, [["<unk> <unk>", "<unk> <unk>"]]).score > 0  # what decoded ids would give
