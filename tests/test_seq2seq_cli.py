@@ -70,6 +70,16 @@ def test_translate_n_best(checkpoint, monkeypatch, capsys):
     assert [float(s) for *_, s in rows] == pytest.approx([h.score for hs in hyps for h in hs], abs=1e-5)
 
 
+def test_translate_in_bfloat16_matches_the_python_api(checkpoint, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(LINES) + "\n"))
+    assert main(["translate", "--ckpt", str(checkpoint), "--n-best", "2", "--max-length", "6", "--precision", "bf16",
+                 "--tokens"]) == 0
+    model = Seq2Seq.load_from_checkpoint(checkpoint, map_location="cpu")
+    hyps = model.translate(LINES, beam_size=5, n_best=2, max_length=6, precision="bf16")
+    scores = [float(line.split(" ||| ")[2]) for line in capsys.readouterr().out.splitlines()]
+    assert scores == pytest.approx([h.score for hs in hyps for h in hs], abs=1e-5)
+
+
 def test_translate_without_checkpoint_fails_cleanly(tmp_path, capsys):
     assert main(["translate", "--ckpt", str(tmp_path / "missing.ckpt")]) == 2
     assert "missing.ckpt: no such checkpoint file" in capsys.readouterr().err
