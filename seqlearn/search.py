@@ -350,7 +350,7 @@ class _Finished:
 def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eos_index: int, beam_size: int,
                 n_best: int = 1, max_length: int, min_length: int = 0, length_penalty: str | None = None,
                 alpha: float = 1.0, block_ngram_repeat: int = 0, coverage_penalty: float = 0.0,
-                src_mask: torch.Tensor | None = None) -> list[list[Hypothesis]]:
+                src_mask: torch.Tensor | None = None, stopping: str = "exact") -> list[list[Hypothesis]]:
     """Beam search over all sentences and beams at once (one ``step`` call per time step).
 
     At every step each sentence ranks its ``beam_size * V`` extensions by summed
@@ -369,6 +369,9 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
     A sentence leaves the batch (its state rows are dropped) once it holds ``n_best``
     finished hypotheses and no live beam can beat the worst of them: the best live
     log-probability, which can only fall, divided by the largest ``lp`` still reachable.
+    ``stopping="heuristic"`` divides by the ``lp`` of the next step instead (Hugging Face's
+    default): with a length penalty that grows with length, sentences leave sooner -- fewer
+    steps, but a longer hypothesis that would have won can be missed.
     ``block_ngram_repeat = n > 0`` forbids any token that would repeat an n-gram of the
     hypothesis.  Step log-probabilities must be <= 0.
 
@@ -384,6 +387,8 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
         return length_penalty_divisor(length_penalty, length, alpha)
 
     lp(1)  # reject an unknown penalty name before any decoding
+    if stopping not in ("exact", "heuristic"):
+        raise ConfigError(f"stopping must be 'exact' or 'heuristic', got {stopping!r}")
     batch, device = _batch_size(state)
     width = beam_size
     state = _select(state, torch.arange(batch, device=device).repeat_interleave(width))
@@ -443,7 +448,8 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
             history = torch.cat([history.index_select(0, rows), prev[:, None]], 1)
             if attn_history is not None:
                 attn_history = attn_history.index_select(0, rows)
-            best_possible = beam_scores.max(1).values / max(lp(steps + 1), lp(max_length))
+            reachable = lp(steps + 1) if stopping == "heuristic" else max(lp(steps + 1), lp(max_length))
+            best_possible = beam_scores.max(1).values / reachable
             done = finished.worst() >= best_possible
 
         if done.any():

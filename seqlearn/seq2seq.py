@@ -555,6 +555,7 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         batch_size: int = 64,
         max_input_length: int | None = MAX_INPUT_TOKENS,
         precision: str = "32",
+        stopping: str = "exact",
     ) -> list[list[Hypothesis]]:
         """Translate sentences (strings, tokenized with the model's source tokenizer) or token
         lists.  Returns, per input, up to ``n_best`` :class:`~seqlearn.search.Hypothesis`
@@ -572,7 +573,7 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
 
         ``beam_size == 1`` without length or coverage penalty or n-gram blocking is greedy
         search; otherwise beam search (see :func:`seqlearn.search.beam_search` for
-        ``length_penalty`` ``"gnmt"``/``"average"`` with ``alpha`` and the rest).
+        ``length_penalty`` ``"gnmt"``/``"average"`` with ``alpha``, ``stopping`` and the rest).
         ``max_length`` counts decoding steps, ``</s>`` included (default:
         :func:`default_max_length` of the longest input).  ``precision="bf16"`` runs the
         matrix products in bfloat16 (autocast; scores stay float32): several times faster on
@@ -585,7 +586,8 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
             decode, options = search.greedy_search, {}
         else:
             options = {"beam_size": beam_size, "n_best": n_best, "length_penalty": length_penalty, "alpha": alpha,
-                       "block_ngram_repeat": block_ngram_repeat, "coverage_penalty": coverage_penalty}
+                       "block_ngram_repeat": block_ngram_repeat, "coverage_penalty": coverage_penalty,
+                       "stopping": stopping}
 
             def decode(step: Any, state: dict[str, torch.Tensor], **common: Any) -> list[list[Hypothesis]]:
                 return search.beam_search(step, state, src_mask=state["mask"], **common)

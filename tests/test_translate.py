@@ -137,6 +137,34 @@ def test_batch_invariance_and_attention(beam_size):
     assert torch.all(hyps[0][0].attention[:, len(short) + 1:] == 0)
 
 
+def test_heuristic_stopping_takes_fewer_steps_and_still_scores_exactly(monkeypatch):
+    model = tiny_model(["x", "y", "z", "w", "v", "u", "t"], seed=5, sharpness=2.0)
+    step, calls = model.step, {"rows": 0}
+
+    def counting(prev, state):
+        calls["rows"] += prev.numel()
+        return step(prev, state)
+
+    monkeypatch.setattr(model, "step", counting)
+    options = dict(beam_size=4, n_best=2, max_length=12, length_penalty="gnmt", alpha=1.0)
+    rows = {}
+    results = {}
+    for stopping in ("exact", "heuristic"):
+        calls["rows"] = 0
+        results[stopping] = model.translate(SOURCES, stopping=stopping, return_attention=True, **options)
+        rows[stopping] = calls["rows"]
+    assert rows["heuristic"] < rows["exact"]
+    for source, hyps in zip(SOURCES, results["heuristic"]):
+        for h in hyps:
+            assert h.score == pytest.approx(final_score(model, source, h.tokens, ended(h), "gnmt", 1.0), abs=1e-5)
+    # without a length penalty the bound is the same, and so is every result
+    plain = {s: model.translate(SOURCES, beam_size=4, n_best=2, max_length=12, stopping=s) for s in ("exact", "heuristic")}
+    assert [[(h.tokens, h.score) for h in hs] for hs in plain["exact"]] == \
+        [[(h.tokens, h.score) for h in hs] for hs in plain["heuristic"]]
+    with pytest.raises(ConfigError, match="stopping"):
+        model.translate(SOURCES, beam_size=2, stopping="never")
+
+
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_bfloat16_search_keeps_float32_scores(beam_size):
     model = tiny_model(["x", "y", "z", "w", "v"], seed=3, sharpness=8.0)
