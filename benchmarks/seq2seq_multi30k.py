@@ -45,10 +45,15 @@ TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 class PeerTokenizer:
-    """The peers' preprocessing: lowercase, then words and single punctuation marks."""
+    """The peers' preprocessing: lowercase, then words and single punctuation marks
+    (``cased=True`` keeps the case, for a model scored by standard cased sacreBLEU)."""
+
+    def __init__(self, cased: bool = False):
+        self.cased = cased
 
     def tokenize(self, text: str) -> list[str]:
-        return TOKEN.findall(text.strip().lower())
+        text = text.strip()
+        return TOKEN.findall(text if self.cased else text.lower())
 
     def tokenize_batch(self, texts):
         return [self.tokenize(t) for t in texts]
@@ -63,8 +68,8 @@ VARIANTS = {
 }
 
 
-def data_module(data: Path, seed: int = 0) -> TranslationDataModule:
-    tok = PeerTokenizer()
+def data_module(data: Path, seed: int = 0, cased: bool = False) -> TranslationDataModule:
+    tok = PeerTokenizer(cased)
     dm = TranslationDataModule(
         (data / "train.de.gz", data / "train.en.gz"), (data / "val.de.gz", data / "val.en.gz"),
         (data / "test2016.de.gz", data / "test2016.en.gz"), src_tokenizer=tok, tgt_tokenizer=tok,
@@ -115,21 +120,23 @@ def peak_rss_mb() -> float:
 def bleu_tok(model: Seq2Seq, dm: TranslationDataModule, beam_size: int = 5,
              precision: str = "32") -> dict[str, float]:
     """Beam-5 translations of test2016: BLEU on lowercased tokens (the peers' metric),
-    standard sacreBLEU (13a) of the detokenized output against the raw references,
-    lowercased (the model only knows lowercase), sentences/s of generation and mean length."""
+    standard sacreBLEU (13a) of the detokenized output against the raw references
+    (``bleu_detok``; ``bleu_detok_lc``, lowercased, for a lowercased model), sentences/s of
+    generation and mean length."""
     test = dm.split("test")
     model.eval()
     t0 = time.perf_counter()
     hyps = model.translate([ex.src for ex in test], beam_size=beam_size, max_length=51,
                            length_penalty="gnmt", alpha=1.0, batch_size=64, precision=precision)
     seconds = time.perf_counter() - t0
-    outputs = [" ".join(h[0].tokens) for h in hyps]
-    refs = [" ".join(ex.tgt) for ex in test]
+    outputs = [" ".join(h[0].tokens).lower() for h in hyps]
+    refs = [" ".join(ex.tgt).lower() for ex in test]
     detok = get_tokenizer("nltk:treebank").detokenize
+    cased = dm.src_tokenizer.cased
     return {
         "bleu_tok": sacrebleu.corpus_bleu(outputs, [refs], tokenize="none").score,
-        "bleu_detok_lc": sacrebleu.corpus_bleu([detok(h[0].tokens) for h in hyps], [[ex.tgt_text for ex in test]],
-                                               lowercase=True).score,
+        "bleu_detok" if cased else "bleu_detok_lc": sacrebleu.corpus_bleu(
+            [detok(h[0].tokens) for h in hyps], [[ex.tgt_text for ex in test]], lowercase=not cased).score,
         "decode_sents_per_s": len(test) / seconds,
         "mean_hyp_len": sum(len(h[0].tokens) for h in hyps) / len(hyps),
     }
@@ -161,6 +168,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=25.0)
     ap.add_argument("--label-smoothing", type=float, default=0.0)
     ap.add_argument("--dropout", type=float, default=0.2)
+    ap.add_argument("--cased", action="store_true", help="keep the case (BLEU on tokens is still lowercased)")
     ap.add_argument("--lr-scheduler", default="none", help="Seq2Seq lr_scheduler, e.g. plateau (on val_loss)")
     ap.add_argument("--precision", default="32-true")
     args = ap.parse_args()
@@ -169,11 +177,12 @@ def main() -> None:
     pl.seed_everything(0, verbose=False)
     result = {"bench": f"seq2seq_multi30k_{args.mode}", "variant": args.variant, "threads": torch.get_num_threads(),
               "psi_before": psi()}
-    dm = data_module(args.data)
+    dm = data_module(args.data, cased=args.cased)
     model = build_model(dm, args.variant, label_smoothing=args.label_smoothing, dropout=args.dropout,
                         lr_scheduler=args.lr_scheduler, lr_patience=0)
     result["options"] = {"label_smoothing": args.label_smoothing, "dropout": args.dropout,
-                         "lr_scheduler": args.lr_scheduler, "precision": args.precision}
+                         "lr_scheduler": args.lr_scheduler, "precision": args.precision,
+                         "cased": args.cased}
     result["parameters"] = sum(p.numel() for p in model.parameters())
     clock = StepClock()
     if args.mode == "train-speed":
