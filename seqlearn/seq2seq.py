@@ -36,6 +36,7 @@ from .checkpoint_loading import SafeCheckpointLoading, load_checkpoint
 from .encoder import RNNEncoder
 from .errors import CheckpointError, ConfigError, check_hyperparameters
 from .inputs import MAX_INPUT_TOKENS, length_batches, token_lists
+from .loss import label_smoothed_nll, linear_label_smoothed_nll
 from .optim import OPTIMIZERS, build_optimizer
 from .search import Hypothesis
 from .tokenizers import get_tokenizer
@@ -97,26 +98,6 @@ class TeacherForcing:
         else:
             return self.ratio
         return min(1.0, max(self.minimum, p))
-
-
-def label_smoothed_nll(
-    logits: torch.Tensor, gold: torch.Tensor, smoothing: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed label-smoothed cross-entropy and summed NLL of ``logits`` ``(n, V)`` against
-    ``gold`` ``(n,)`` (padding already removed).
-
-    The target distribution puts ``1 - smoothing`` on the gold token and spreads
-    ``smoothing`` uniformly over the tokens that can be predicted at all -- every token whose
-    logit is finite (as ``F.cross_entropy(label_smoothing=)`` does when all are).
-    """
-    log_probs = torch.log_softmax(logits.float(), -1)
-    nll = -log_probs.gather(-1, gold.unsqueeze(-1)).squeeze(-1)
-    if smoothing == 0.0:
-        total = nll.sum()
-        return total, total
-    possible = torch.isfinite(log_probs)
-    uniform = -log_probs.masked_fill(~possible, 0.0).sum(-1) / possible.sum(-1)
-    return ((1.0 - smoothing) * nll + smoothing * uniform).sum(), nll.sum()
 
 
 def default_max_length(longest_source: int) -> int:
@@ -353,7 +334,7 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
     def _logits(self, out: torch.Tensor) -> torch.Tensor:
         """Next-token logits ``(..., V)`` from decoder outputs ``(..., out)``; ``-inf`` for
         ``<pad>`` and ``<s>``."""
-        return self.generator(self.dropout(out)).index_fill(-1, self._never_next, float("-inf"))
+        return self.generator(self.dropout(out)).index_fill_(-1, self._never_next, float("-inf"))
 
     def forward(self, src: Padded, tgt_in: torch.Tensor, gold_probability: float = 1.0) -> torch.Tensor:
         """Logits ``(batch, tgt_len, V)`` for the next tokens after ``tgt_in`` ``(batch, tgt_len)``
@@ -395,11 +376,14 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         tgt_in, gold = batch.tgt.ids[:, :-1], batch.tgt.ids[:, 1:]
         mask = gold != self.tgt_vocab.pad_index
         outputs = self._decoder_outputs(batch.src, tgt_in, gold_probability)
-        if gold_probability >= 1.0:
-            logits = self._logits(outputs[mask])  # the output layer only where it counts
+        smoothing = self.hparams.label_smoothing
+        if gold_probability >= 1.0:  # the output layer only where it counts, fused with the loss
+            loss_sum, nll_sum = linear_label_smoothed_nll(
+                self.dropout(outputs[mask]), self.generator.weight, self.generator.bias, gold[mask], smoothing,
+                self._never_next,
+            )
         else:
-            logits = outputs[mask]
-        loss_sum, nll_sum = label_smoothed_nll(logits, gold[mask], self.hparams.label_smoothing)
+            loss_sum, nll_sum = label_smoothed_nll(outputs[mask], gold[mask], smoothing)
         n_tokens = mask.sum()
         return loss_sum / n_tokens.clamp(min=1), nll_sum, n_tokens
 

@@ -134,7 +134,7 @@ def tiny(kind: str, on_nonfinite: str = "stop", **options: Any
         data.setup("fit")
         model = Seq2Seq(data.src_vocab, data.tgt_vocab,
                         **{"embedding_dim": 8, "hidden_size": 16, "val_bleu": False, **common, **options})
-        return model, data, model.generator
+        return model, data, model.decoder.readout
     data = TaggingDataModule(tagged_sentences(64, 1), max_tokens=40, seed=0)
     data.setup("fit")
     model = Tagger.from_datamodule(
