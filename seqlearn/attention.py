@@ -115,7 +115,8 @@ class BahdanauAttention(Attention):
     def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         if query.dim() == 3:
             keys = keys.unsqueeze(1)  # (batch, 1, src_len, size) against every step
-        return torch.tanh(self.query_layer(query).unsqueeze(-2) + keys) @ self.energy
+        # tanh in place: one (batch, [steps,] src_len, size) tensor instead of two
+        return (self.query_layer(query).unsqueeze(-2) + keys).tanh_() @ self.energy
 
 
 @registry.attentions.register("luong-dot")

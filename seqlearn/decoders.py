@@ -16,7 +16,9 @@ tensor of an encoder layer's final state (see :class:`~seqlearn.encoder.RNNEncod
   memory_size)``, ``mask`` ``(batch, src_len)`` bool, ``encoder_finals`` one final state per
   encoder layer.  ``state`` is a ``dict[str, Tensor]``, every tensor batch-first -- the
   encoder memory and projected attention keys included -- so beam search reorders it with
-  ``index_select(0, ...)`` without knowing what is inside;
+  ``index_select(0, ...)`` without knowing what is inside (except that the entries named in
+  ``per_sentence`` are shared by a sentence's beams, so it need not copy them when it only
+  reorders beams);
 * ``step(emb, state) -> (output, state, attn)``: one step; ``emb`` ``(batch, embedding_dim)``
   is the embedded previous token, ``output`` ``(batch, output_size)``, ``attn``
   ``(batch, src_len)`` or None;
@@ -55,6 +57,9 @@ class Decoder(nn.Module):
 
     #: whether the decoder builds ``attention`` and keeps its projected keys in the state
     attends = True
+    #: state entries that every beam of a sentence shares and no step changes; beam search
+    #: leaves them in place when it reorders beams (a subclass that updates one drops it here)
+    per_sentence: tuple[str, ...] = ("memory", "mask", "keys")
 
     def __init__(
         self,
@@ -228,6 +233,7 @@ class PlainDecoder(_ContextDecoder):
     Teacher-forced :meth:`forward` runs the cells over the whole target at once."""
 
     attends = False
+    per_sentence = (*Decoder.per_sentence, "context")
 
     def init_state(self, memory: torch.Tensor, mask: torch.Tensor, encoder_finals: list[State]) -> DecoderState:
         state = super().init_state(memory, mask, encoder_finals)

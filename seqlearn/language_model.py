@@ -406,14 +406,10 @@ class LanguageModel(SafeCheckpointLoading, TrainingModule):
         :class:`~seqlearn.errors.TruncationWarning`.  ``None``, numbers, bytes or token
         lists holding non-strings raise :class:`~seqlearn.errors.InputError`.
         """
-        if beam_size == 1 and n_best == 1 and length_penalty is None and not block_ngram_repeat:
-            decode, options = search.greedy_search, {}
-        else:
-            decode = search.beam_search
-            options = {"beam_size": beam_size, "n_best": n_best, "length_penalty": length_penalty, "alpha": alpha,
-                       "block_ngram_repeat": block_ngram_repeat}  # fmt: skip
-        return self._search(prompts, decode, batch_size, max_input_length, "generate", max_length=max_length,
-                            min_length=min_length, **options)  # fmt: skip
+        options = {"beam_size": beam_size, "n_best": n_best, "length_penalty": length_penalty, "alpha": alpha,
+                   "block_ngram_repeat": block_ngram_repeat}  # fmt: skip
+        return self._search(prompts, search.most_probable, batch_size, max_input_length, "generate",
+                            max_length=max_length, min_length=min_length, **options)  # fmt: skip
 
     def sample(
         self,

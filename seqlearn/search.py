@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import torch
 import torch.nn.functional as F
@@ -128,9 +128,10 @@ def _first_tokens(bos_index: int | torch.Tensor, batch: int, copies: int, device
     return torch.full((batch * copies,), bos_index, dtype=torch.long, device=device)
 
 
-def _select(state: State, index: torch.Tensor) -> State:
-    """Rows ``index`` of every tensor in ``state`` (repeat, reorder or drop rows)."""
-    return {k: v.index_select(0, index) if torch.is_tensor(v) else v for k, v in state.items()}
+def _select(state: State, index: torch.Tensor, unchanged: Collection[str] = ()) -> State:
+    """Rows ``index`` of every tensor in ``state`` (repeat, reorder or drop rows), except
+    the entries named in ``unchanged``."""
+    return {k: v.index_select(0, index) if torch.is_tensor(v) and k not in unchanged else v for k, v in state.items()}
 
 
 def _forbid_eos(log_probs: torch.Tensor, eos_index: int) -> torch.Tensor:
@@ -350,7 +351,8 @@ class _Finished:
 def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eos_index: int, beam_size: int,
                 n_best: int = 1, max_length: int, min_length: int = 0, length_penalty: str | None = None,
                 alpha: float = 1.0, block_ngram_repeat: int = 0, coverage_penalty: float = 0.0,
-                src_mask: torch.Tensor | None = None, stopping: str = "exact") -> list[list[Hypothesis]]:
+                src_mask: torch.Tensor | None = None, stopping: str = "exact",
+                per_sentence: Collection[str] = ()) -> list[list[Hypothesis]]:
     """Beam search over all sentences and beams at once (one ``step`` call per time step).
 
     At every step each sentence ranks its ``beam_size * V`` extensions by summed
@@ -375,6 +377,10 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
     ``block_ngram_repeat = n > 0`` forbids any token that would repeat an n-gram of the
     hypothesis.  Step log-probabilities must be <= 0.
 
+    ``per_sentence`` names state entries that every row of a sentence shares and that no
+    step changes (an encoder's memory, its mask and attention keys): reordering beams within
+    a sentence then leaves them alone instead of copying them every step.
+
     Returns one list per sentence of up to ``n_best`` hypotheses, best first.
     """
     _check_lengths(max_length, min_length)
@@ -391,26 +397,24 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
         raise ConfigError(f"stopping must be 'exact' or 'heuristic', got {stopping!r}")
     batch, device = _batch_size(state)
     width = beam_size
-    state = _select(state, torch.arange(batch, device=device).repeat_interleave(width))
+    beams = 1  # rows per live sentence: one until the first step has been ranked
     sentence_ids = torch.arange(batch, device=device)  # original index of each live sentence
     beam_offsets = torch.arange(width, device=device)
-    prev = _first_tokens(bos_index, batch, width, device)
-    history = torch.empty(batch * width, 0, dtype=torch.long, device=device)  # (rows, t)
+    prev = _first_tokens(bos_index, batch, 1, device)
+    history = torch.empty(batch, 0, dtype=torch.long, device=device)  # (rows, t)
     attn_history: torch.Tensor | None = None  # (rows, t, S)
     for t in range(max_length):
         log_probs, state, attn = step(prev, state)
-        live, vocab = log_probs.size(0) // width, log_probs.size(1)
+        live, vocab = log_probs.size(0) // beams, log_probs.size(1)
         if t == 0:
             if coverage_penalty and attn is None:
                 raise ConfigError("the coverage penalty needs a step function that returns attention")
             src_len = None if attn is None else attn.size(1)
-            # Only the first of the identical initial beams may expand.
-            beam_scores = torch.full((batch, width), NEG_INF, dtype=log_probs.dtype, device=device)
-            beam_scores[:, 0] = 0.0
+            beam_scores = torch.zeros(batch, 1, dtype=log_probs.dtype, device=device)
             finished = _Finished(batch, n_best, max_length, log_probs.dtype, device, eos_index, src_len)
             results = _Finished(batch, n_best, max_length, log_probs.dtype, device, eos_index, src_len)
             if attn is not None:
-                attn_history = attn.new_zeros(batch * width, 0, src_len)
+                attn_history = attn.new_zeros(batch, 0, src_len)
         if t < min_length:
             log_probs = _forbid_eos(log_probs, eos_index)
         if block_ngram_repeat:
@@ -418,19 +422,25 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
         if attn_history is not None:
             attn_history = torch.cat([attn_history, attn[:, None]], 1)
         steps = t + 1
-        base = (torch.arange(live, device=device) * width)[:, None]  # first row of each sentence
-        scores = (beam_scores.view(-1, 1) + log_probs).view(live, width * vocab)
-
-        top_scores, top_index = scores.topk(width, dim=1)
+        base = (torch.arange(live, device=device) * beams)[:, None]  # first row of each sentence
+        scores = (beam_scores.view(-1, 1) + log_probs).view(live, beams * vocab)
+        # One ranking serves both uses: at most `beams` extensions end in </s>, so the best
+        # `width` that do not are among the best 2 * width.
+        top_scores, top_index = scores.topk(min(2 * width, beams * vocab), dim=1)
         top_token = top_index % vocab
-        ends = top_token == eos_index if steps < max_length else torch.ones_like(top_token, dtype=torch.bool)
-        final_scores = top_scores.masked_fill(~ends, NEG_INF) / lp(steps)
+        is_eos = top_token == eos_index
+
+        best_scores, best_index, best_token = top_scores[:, :width], top_index[:, :width], top_token[:, :width]
+        ends = is_eos[:, :width] if steps < max_length else torch.ones_like(best_token, dtype=torch.bool)
+        final_scores = best_scores.masked_fill(~ends, NEG_INF) / lp(steps)
         if (final_scores > finished.worst()[:, None]).any():
-            rows = (base + top_index // vocab).view(-1)
-            tokens = torch.cat([history.index_select(0, rows), top_token.view(-1, 1)], 1).view(live, width, steps)
-            lengths = torch.where(top_token == eos_index, t, steps)
+            rows = (base + best_index // vocab).view(-1)
+            candidates = best_index.size(1)
+            tokens = torch.cat([history.index_select(0, rows), best_token.reshape(-1, 1)], 1).view(
+                live, candidates, steps)
+            lengths = torch.where(best_token == eos_index, t, steps)
             attention = (None if attn_history is None
-                         else attn_history.index_select(0, rows).view(live, width, steps, src_len))
+                         else attn_history.index_select(0, rows).view(live, candidates, steps, src_len))
             if coverage_penalty:
                 mask = None if src_mask is None else src_mask.to(device).index_select(0, sentence_ids)[:, None, :]
                 final_scores = final_scores + gnmt_coverage_penalty(attention.sum(2), coverage_penalty, mask)
@@ -439,12 +449,17 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
         if steps == max_length:
             done = torch.ones(live, dtype=torch.bool, device=device)
         else:
-            continuing = scores.view(live, width, vocab).index_fill(
-                2, torch.tensor([eos_index], device=device), NEG_INF).view(live, -1)
-            beam_scores, index = continuing.topk(width, dim=1)
+            continuing = top_scores.masked_fill(is_eos, NEG_INF)
+            if continuing.size(1) < width:  # a first step with fewer tokens than beams: empty beams
+                continuing = F.pad(continuing, (0, width - continuing.size(1)), value=NEG_INF)
+                top_index = F.pad(top_index, (0, width - top_index.size(1)))
+            beam_scores, position = continuing.topk(width, dim=1)
+            index = top_index.gather(1, position)
             rows = (base + index // vocab).view(-1)
             prev = (index % vocab).view(-1)
-            state = _select(state, rows)
+            # a reordering within sentences leaves what every row of a sentence shares alone
+            state = _select(state, rows, per_sentence if beams == width else ())
+            beams = width
             history = torch.cat([history.index_select(0, rows), prev[:, None]], 1)
             if attn_history is not None:
                 attn_history = attn_history.index_select(0, rows)
@@ -465,3 +480,19 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
             if attn_history is not None:
                 attn_history = attn_history.index_select(0, rows)
     return results.hypotheses()
+
+
+def most_probable(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eos_index: int, max_length: int,
+                  min_length: int = 0, beam_size: int = 1, n_best: int = 1, length_penalty: str | None = None,
+                  alpha: float = 1.0, block_ngram_repeat: int = 0, coverage_penalty: float = 0.0,
+                  src_mask: torch.Tensor | None = None, stopping: str = "exact",
+                  per_sentence: Collection[str] = ()) -> list[list[Hypothesis]]:
+    """The ``n_best`` most probable outputs found with ``beam_size`` beams: :func:`greedy_search`
+    when one beam and no penalty or blocking make beam search greedy anyway, :func:`beam_search`
+    (with the remaining options) otherwise."""
+    common = {"bos_index": bos_index, "eos_index": eos_index, "max_length": max_length, "min_length": min_length}
+    if beam_size == 1 and n_best == 1 and length_penalty is None and not block_ngram_repeat and not coverage_penalty:
+        return greedy_search(step, state, **common)
+    return beam_search(step, state, beam_size=beam_size, n_best=n_best, length_penalty=length_penalty, alpha=alpha,
+                       block_ngram_repeat=block_ngram_repeat, coverage_penalty=coverage_penalty, src_mask=src_mask,
+                       stopping=stopping, per_sentence=per_sentence, **common)

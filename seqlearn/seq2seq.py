@@ -566,15 +566,12 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         hypothesis carries its attention ``(steps, src_len + 1)``: a row per scored step
         (``</s>`` included), a column per source token and the source's ``</s>``.
         """
-        if beam_size == 1 and n_best == 1 and length_penalty is None and not block_ngram_repeat and not coverage_penalty:
-            decode, options = search.greedy_search, {}
-        else:
-            options = {"beam_size": beam_size, "n_best": n_best, "length_penalty": length_penalty, "alpha": alpha,
-                       "block_ngram_repeat": block_ngram_repeat, "coverage_penalty": coverage_penalty,
-                       "stopping": stopping}
+        options = {"beam_size": beam_size, "n_best": n_best, "length_penalty": length_penalty, "alpha": alpha,
+                   "block_ngram_repeat": block_ngram_repeat, "coverage_penalty": coverage_penalty, "stopping": stopping}
 
-            def decode(step: Any, state: dict[str, torch.Tensor], **common: Any) -> list[list[Hypothesis]]:
-                return search.beam_search(step, state, src_mask=state["mask"], **common)
+        def decode(step: Any, state: dict[str, torch.Tensor], **common: Any) -> list[list[Hypothesis]]:
+            return search.most_probable(step, state, src_mask=state["mask"], per_sentence=self.decoder.per_sentence,
+                                        **common)
 
         return self._decode_inputs(
             token_lists(inputs, self.src_tokenizer, caller="translate", max_length=max_input_length),

@@ -287,7 +287,9 @@ def test_batch_invariance(strategy):
 
 
 def test_finished_sentences_leave_the_batch():
-    """Sentence 0 ends at once, sentence 1 only late: the step sees fewer rows, results stay exact."""
+    """Sentence 0 ends at once, sentence 1 only late: the step sees fewer rows, results stay exact.
+    The first step sees one row per sentence (its beams would all be the same), the others
+    ``width`` per live sentence."""
     model = Bigram(batch=3, vocab=VOCAB, seed=3)
     model.tables[0, :, EOS] = -1e-3  # sentence 0: </s> almost surely
     model.tables[1, BOS, EOS] = -30.0  # sentence 1: no early </s>
@@ -302,13 +304,34 @@ def test_finished_sentences_leave_the_batch():
     width = 64
     result = beam_search(step, model.start(), bos_index=BOS, eos_index=EOS, beam_size=width, n_best=2,
                          max_length=MAXLEN)
-    assert rows_seen[0] == 3 * width
-    assert rows_seen == sorted(rows_seen, reverse=True) and rows_seen[-1] < rows_seen[0]
-    assert all(n % width == 0 for n in rows_seen)
+    assert rows_seen[:2] == [3, 3 * width]
+    assert rows_seen[1:] == sorted(rows_seen[1:], reverse=True) and rows_seen[-1] < rows_seen[1]
+    assert all(n % width == 0 for n in rows_seen[1:])
     for i, hyps in enumerate(result):
         assert_nbest_equal(hyps, brute_force(model.step, model.start([i]), VOCAB, MAXLEN))
         assert hyp_key(hyps) == hyp_key(beam_search(model.step, model.start([i]), bos_index=BOS, eos_index=EOS,
                                                     beam_size=width, n_best=2, max_length=MAXLEN)[0])
+
+
+def test_per_sentence_entries_are_left_alone_by_reordering_and_follow_leaving_sentences():
+    """An entry every beam of a sentence shares is copied only when rows are added or
+    dropped, never when beams are reordered -- and the results do not change."""
+    model = Bigram(batch=3, vocab=VOCAB, seed=3)
+    model.tables[0, :, EOS] = -1e-3  # sentence 0 leaves early
+    model.tables = model.tables.log_softmax(-1)
+    seen = []
+
+    def step(prev, state):
+        seen.append((prev.numel(), state["sentence"]))
+        return model.step(prev, state)
+
+    options = dict(bos_index=BOS, eos_index=EOS, beam_size=4, n_best=2, max_length=MAXLEN,
+                   length_penalty="gnmt", alpha=0.5)
+    shared = beam_search(step, model.start(), per_sentence=("sentence",), **options)
+    assert [hyp_key(h) for h in shared] == [hyp_key(h) for h in beam_search(model.step, model.start(), **options)]
+    assert len({rows for rows, _ in seen}) > 2  # the batch shrank at least once after the first step
+    for (rows, before), (rows_next, after) in zip(seen, seen[1:]):
+        assert (after is before) == (rows == rows_next)
 
 
 @pytest.mark.parametrize("strategy", ["beam", "greedy", "sample"])
