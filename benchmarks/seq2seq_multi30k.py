@@ -8,11 +8,13 @@ gradient clipping 5.  Prints one JSON line.
 
     python benchmarks/seq2seq_multi30k.py train-speed [--variant bahdanau|luong-fused]
     python benchmarks/seq2seq_multi30k.py decode-speed      # 1 epoch, then beam-5 test2016
+    python benchmarks/seq2seq_multi30k.py decode-speed --ckpt best.ckpt  # beam-5 with trained weights
     python benchmarks/seq2seq_multi30k.py timed-bleu --minutes 25
 
 train-speed: target tokens (EOS included, padding not) per second over updates 51-250.
 decode-speed: beam 5, max length 50, GNMT length penalty alpha 1, batches of 64, test2016;
-generation time only, in float32 and again with bfloat16 matrix products (``*_bf16``).
+generation time only, in float32 and again with bfloat16 matrix products (``*_bf16``), each
+with exact and with heuristic stopping (``*_heuristic``; see ``beam_search(stopping=)``).
 timed-bleu: train for --minutes of wall-clock time from process start (data loading
 included), validating each epoch; the epoch with the best validation loss
 translates test2016 (beam 5 as above).  BLEU is sacreBLEU with tokenize="none" on the lowercased tokenized
@@ -118,7 +120,7 @@ def peak_rss_mb() -> float:
 
 
 def bleu_tok(model: Seq2Seq, dm: TranslationDataModule, beam_size: int = 5,
-             precision: str = "32") -> dict[str, float]:
+             precision: str = "32", stopping: str = "exact") -> dict[str, float]:
     """Beam-5 translations of test2016: BLEU on lowercased tokens (the peers' metric),
     standard sacreBLEU (13a) of the detokenized output against the raw references
     (``bleu_detok``; ``bleu_detok_lc``, lowercased, for a lowercased model), sentences/s of
@@ -127,7 +129,8 @@ def bleu_tok(model: Seq2Seq, dm: TranslationDataModule, beam_size: int = 5,
     model.eval()
     t0 = time.perf_counter()
     hyps = model.translate([ex.src for ex in test], beam_size=beam_size, max_length=51,
-                           length_penalty="gnmt", alpha=1.0, batch_size=64, precision=precision)
+                           length_penalty="gnmt", alpha=1.0, batch_size=64, precision=precision,
+                           stopping=stopping)
     seconds = time.perf_counter() - t0
     outputs = [" ".join(h[0].tokens).lower() for h in hyps]
     refs = [" ".join(ex.tgt).lower() for ex in test]
@@ -144,10 +147,12 @@ def bleu_tok(model: Seq2Seq, dm: TranslationDataModule, beam_size: int = 5,
 
 def decode_figures(model: Seq2Seq, dm: TranslationDataModule) -> dict[str, float]:
     """:func:`bleu_tok` in float32, then with bfloat16 matrix products (``*_bf16``:
-    ``translate(precision="bf16")``)."""
+    ``translate(precision="bf16")``), each with exact and heuristic stopping (``*_heuristic``)."""
     out = {}
-    for precision, suffix in (("32", ""), ("bf16", "_bf16")):
-        out.update({k + suffix: round(v, 2) for k, v in bleu_tok(model, dm, precision=precision).items()})
+    for precision, stopping, suffix in (("32", "exact", ""), ("32", "heuristic", "_heuristic"),
+                                        ("bf16", "exact", "_bf16"), ("bf16", "heuristic", "_bf16_heuristic")):
+        figures = bleu_tok(model, dm, precision=precision, stopping=stopping)
+        out.update({k + suffix: round(v, 2) for k, v in figures.items()})
     return out
 
 
@@ -171,6 +176,7 @@ def main() -> None:
     ap.add_argument("--cased", action="store_true", help="keep the case (BLEU on tokens is still lowercased)")
     ap.add_argument("--lr-scheduler", default="none", help="Seq2Seq lr_scheduler, e.g. plateau (on val_loss)")
     ap.add_argument("--precision", default="32-true")
+    ap.add_argument("--ckpt", type=Path, help="decode-speed: decode with these weights instead of training an epoch")
     args = ap.parse_args()
     if not args.data.is_dir():
         ap.error(f"{args.data} not found: pass --data path/to/multi30k")
@@ -190,8 +196,12 @@ def main() -> None:
         trainer(max_steps=steps, callbacks=[clock], precision=args.precision).fit(model, dm)
         result["target_tokens_per_s"] = round(clock.throughput(args.warmup, steps), 1)
     elif args.mode == "decode-speed":
-        trainer(max_epochs=1, callbacks=[clock], precision=args.precision).fit(model, dm)
-        result["updates"] = len(clock.times)
+        if args.ckpt:
+            model.load_state_dict(torch.load(args.ckpt, weights_only=True)["state_dict"])
+            result["ckpt"] = str(args.ckpt)
+        else:
+            trainer(max_epochs=1, callbacks=[clock], precision=args.precision).fit(model, dm)
+            result["updates"] = len(clock.times)
         result.update(decode_figures(model, dm))
     else:
         # validation loss after every epoch; the best epoch's weights translate the test set

@@ -80,6 +80,23 @@ def test_translate_in_bfloat16_matches_the_python_api(checkpoint, monkeypatch, c
     assert scores == pytest.approx([h.score for hs in hyps for h in hs], abs=1e-5)
 
 
+def test_translate_passes_the_search_options_on(checkpoint, monkeypatch, capsys):
+    seen = {}
+    original = Seq2Seq.translate
+
+    def spy(self, inputs, **options):
+        seen.update(options)
+        return original(self, inputs, **options)
+
+    monkeypatch.setattr(Seq2Seq, "translate", spy)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(LINES) + "\n"))
+    assert main(["translate", "--ckpt", str(checkpoint), "--stopping", "heuristic", "--length-penalty", "gnmt",
+                 "--alpha", "0.6", "--beam-size", "3"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(LINES)
+    assert {k: seen[k] for k in ("stopping", "length_penalty", "alpha", "beam_size")} == {
+        "stopping": "heuristic", "length_penalty": "gnmt", "alpha": 0.6, "beam_size": 3}
+
+
 def test_translate_without_checkpoint_fails_cleanly(tmp_path, capsys):
     assert main(["translate", "--ckpt", str(tmp_path / "missing.ckpt")]) == 2
     assert "missing.ckpt: no such checkpoint file" in capsys.readouterr().err
