@@ -14,7 +14,7 @@ gradient clipping 5.  Prints one JSON line.
 train-speed: target tokens (EOS included, padding not) per second over updates 51-250.
 decode-speed: beam 5, max length 50, GNMT length penalty alpha 1, batches of 64, test2016;
 generation time only, in float32 and again with bfloat16 matrix products (``*_bf16``), each
-with exact and with heuristic stopping (``*_heuristic``; see ``beam_search(stopping=)``).
+with exact, heuristic and first stopping (``*_heuristic``, ``*_first``; first is OpenNMT-py's rule).
 timed-bleu: train for --minutes of wall-clock time from process start (data loading
 included), validating each epoch; the epoch with the best validation loss
 translates test2016 (beam 5 as above).  BLEU is sacreBLEU with tokenize="none" on the lowercased tokenized
@@ -147,12 +147,14 @@ def bleu_tok(model: Seq2Seq, dm: TranslationDataModule, beam_size: int = 5,
 
 def decode_figures(model: Seq2Seq, dm: TranslationDataModule) -> dict[str, float]:
     """:func:`bleu_tok` in float32, then with bfloat16 matrix products (``*_bf16``:
-    ``translate(precision="bf16")``), each with exact and heuristic stopping (``*_heuristic``)."""
+    ``translate(precision="bf16")``), each with exact, heuristic and first stopping
+    (``*_heuristic``, ``*_first``; see :func:`seqlearn.search.beam_search`)."""
     out = {}
-    for precision, stopping, suffix in (("32", "exact", ""), ("32", "heuristic", "_heuristic"),
-                                        ("bf16", "exact", "_bf16"), ("bf16", "heuristic", "_bf16_heuristic")):
-        figures = bleu_tok(model, dm, precision=precision, stopping=stopping)
-        out.update({k + suffix: round(v, 2) for k, v in figures.items()})
+    for precision in ("32", "bf16"):
+        for stopping in ("exact", "heuristic", "first"):
+            suffix = ("" if precision == "32" else "_bf16") + ("" if stopping == "exact" else f"_{stopping}")
+            figures = bleu_tok(model, dm, precision=precision, stopping=stopping)
+            out.update({k + suffix: round(v, 2) for k, v in figures.items()})
     return out
 
 

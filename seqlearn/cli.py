@@ -98,9 +98,10 @@ def _add_seq2seq_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=float, default=1.0, help="exponent of the length penalty (default 1.0)")
     p.add_argument("--block-ngram-repeat", type=int, default=0, help="forbid repeating n-grams of this size (default off)")
     p.add_argument("--coverage-penalty", type=float, default=0.0, help="GNMT coverage penalty beta (default off)")
-    p.add_argument("--stopping", choices=["exact", "heuristic"], default="exact",
-                   help="when a sentence's beam search ends: exact (once no live beam can win at any length) or "
-                   "heuristic (once none can win at its next length; faster with a length penalty); default exact")
+    p.add_argument("--stopping", choices=["exact", "heuristic", "first"], default="exact",
+                   help="when a sentence's beam search ends: exact (once no live beam can win at any length), "
+                   "heuristic (once none can win at its next length) or first (once its best extension ends, as "
+                   "OpenNMT-py does); the last two take fewer steps; default exact")
     p.add_argument("--batch-size", type=int, default=64, help="sentences decoded at once (default 64)")
     p.add_argument("--precision", choices=["32", "bf16", "16"], default="32",
                    help="bf16: matrix products in bfloat16, scores in float32 (faster on AVX512-BF16 CPUs and "

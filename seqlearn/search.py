@@ -47,6 +47,9 @@ StepFn = Callable[[torch.Tensor, State], tuple[torch.Tensor, State, torch.Tensor
 
 NEG_INF = float("-inf")
 
+#: when beam search lets a sentence go (see :func:`beam_search`)
+STOPPINGS = ("exact", "heuristic", "first")
+
 
 @dataclass
 class Hypothesis:
@@ -373,7 +376,9 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
     log-probability, which can only fall, divided by the largest ``lp`` still reachable.
     ``stopping="heuristic"`` divides by the ``lp`` of the next step instead (Hugging Face's
     default): with a length penalty that grows with length, sentences leave sooner -- fewer
-    steps, but a longer hypothesis that would have won can be missed.
+    steps, but a longer hypothesis that would have won can be missed.  ``stopping="first"``
+    lets a sentence go as soon as its best extension ends in ``</s>`` and it holds
+    ``n_best`` finished hypotheses (OpenNMT-py's rule): fewer steps still, with the same risk.
     ``block_ngram_repeat = n > 0`` forbids any token that would repeat an n-gram of the
     hypothesis.  Step log-probabilities must be <= 0.
 
@@ -393,8 +398,8 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
         return length_penalty_divisor(length_penalty, length, alpha)
 
     lp(1)  # reject an unknown penalty name before any decoding
-    if stopping not in ("exact", "heuristic"):
-        raise ConfigError(f"stopping must be 'exact' or 'heuristic', got {stopping!r}")
+    if stopping not in STOPPINGS:
+        raise ConfigError(f"stopping must be one of {', '.join(STOPPINGS)}; got {stopping!r}")
     batch, device = _batch_size(state)
     width = beam_size
     beams = 1  # rows per live sentence: one until the first step has been ranked
@@ -463,9 +468,12 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
             history = torch.cat([history.index_select(0, rows), prev[:, None]], 1)
             if attn_history is not None:
                 attn_history = attn_history.index_select(0, rows)
-            reachable = lp(steps + 1) if stopping == "heuristic" else max(lp(steps + 1), lp(max_length))
-            best_possible = beam_scores.max(1).values / reachable
-            done = finished.worst() >= best_possible
+            best_live = beam_scores.max(1).values
+            if stopping == "first":
+                done = (is_eos[:, 0] & (finished.worst() > NEG_INF)) | (best_live == NEG_INF)
+            else:
+                reachable = lp(steps + 1) if stopping == "heuristic" else max(lp(steps + 1), lp(max_length))
+                done = finished.worst() >= best_live / reachable
 
         if done.any():
             gone = done.nonzero().squeeze(1)

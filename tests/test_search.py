@@ -3,6 +3,7 @@ sequence, scored by feeding it to toy step models (a per-sentence bigram table a
 GRU with attention over a per-sentence memory)."""
 from __future__ import annotations
 
+import math
 from collections import Counter
 from itertools import product
 
@@ -332,6 +333,40 @@ def test_per_sentence_entries_are_left_alone_by_reordering_and_follow_leaving_se
     assert len({rows for rows, _ in seen}) > 2  # the batch shrank at least once after the first step
     for (rows, before), (rows_next, after) in zip(seen, seen[1:]):
         assert (after is before) == (rows == rows_next)
+
+
+def test_first_stopping_ends_a_sentence_when_its_best_extension_ends():
+    """OpenNMT-py's rule: </s> is the best first extension (-1.0), so the sentence ends there,
+    although "2 3" scores better under the GNMT penalty ((-1.2 + 2 log .99) / (8/6) > -1.0),
+    which exact stopping finds.  With n_best=2 it waits for a second finished hypothesis."""
+    model = Bigram(batch=1, vocab=VOCAB, seed=0)
+    likely = math.log(0.99)
+    unlikely = math.log(0.01 / 3)
+    table = torch.full((VOCAB, VOCAB), unlikely, dtype=torch.float64)
+    table[:, BOS] = float("-inf")
+    table[BOS, 1:] = torch.tensor([-1.0, -1.2, math.log(0.331 / 2), math.log(0.331 / 2)])
+    table[BOS] -= table[BOS].logsumexp(0)  # normalize the rounding away
+    table[2, 3] = table[3, EOS] = table[4, EOS] = likely
+    model.tables = table[None]
+    rows_seen = []
+
+    def step(prev, state):
+        rows_seen.append(prev.numel())
+        return model.step(prev, state)
+
+    options = dict(bos_index=BOS, eos_index=EOS, beam_size=2, max_length=MAXLEN, length_penalty="gnmt", alpha=1.0)
+    (first,) = beam_search(step, model.start(), stopping="first", **options)
+    assert len(rows_seen) == 1 and [h.tokens for h in first] == [[]]
+    assert first[0].score == pytest.approx(float(table[BOS, EOS]))
+    (exact,) = beam_search(model.step, model.start(), stopping="exact", **options)
+    assert exact[0].tokens == [2, 3]
+    assert exact[0].score == pytest.approx((float(table[BOS, 2]) + 2 * likely) / (8 / 6))
+
+    rows_seen.clear()
+    (two,) = beam_search(step, model.start(), stopping="first", n_best=2, **options)
+    assert len(two) == 2 and 1 < len(rows_seen) < MAXLEN
+    with pytest.raises(ConfigError, match="stopping"):
+        beam_search(model.step, model.start(), stopping="never", **options)
 
 
 @pytest.mark.parametrize("strategy", ["beam", "greedy", "sample"])
