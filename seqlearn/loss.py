@@ -69,6 +69,7 @@ class _LinearLabelSmoothedNLL(torch.autograd.Function):
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 gold: torch.Tensor, never: torch.Tensor, smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
         wants = ctx.needs_input_grad[:3]
+        autocast = torch.is_autocast_enabled(hidden.device.type)
         never = never.unique()
         possible = weight.size(0) - never.numel()
         dtype = torch.promote_types(hidden.dtype, torch.float32)  # of the softmax: float32 at least
@@ -105,7 +106,9 @@ class _LinearLabelSmoothedNLL(torch.autograd.Function):
                     z.index_fill_(1, never, 0.0)
                 if wants[0]:
                     grads[0][rows] = z.to(weight.dtype) @ weight
-                if wants[1]:
+                if wants[1] and autocast:  # an in-place product would skip autocast
+                    grads[1] += z.t() @ h
+                elif wants[1]:
                     grads[1].addmm_(z.t(), h.to(dtype))
                 if wants[2]:
                     grads[2] += z.sum(0)
