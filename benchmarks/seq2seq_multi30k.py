@@ -16,9 +16,9 @@ decode-speed: beam 5, max length 50, GNMT length penalty alpha 1, batches of 64,
 generation time only, in float32 and again with bfloat16 matrix products (``*_bf16``), each
 with exact, heuristic and first stopping (``*_heuristic``, ``*_first``; first is OpenNMT-py's rule).
 timed-bleu: train for --minutes of wall-clock time from process start (data loading
-included), validating each epoch; the epoch with the best validation loss
-translates test2016 (beam 5 as above).  BLEU is sacreBLEU with tokenize="none" on the lowercased tokenized
-text (the peers' metric).  Peak RSS is the process's.
+included), validating each epoch; the epoch with the best validation loss (or, with
+--select val_bleu, greedy validation BLEU) translates test2016 (beam 5 as above).
+BLEU is sacreBLEU with tokenize="none" on the lowercased tokenized text (the peers' metric).  Peak RSS is the process's.
 """
 from __future__ import annotations
 
@@ -179,6 +179,8 @@ def main() -> None:
     ap.add_argument("--lr-scheduler", default="none", help="Seq2Seq lr_scheduler, e.g. plateau (on val_loss)")
     ap.add_argument("--precision", default="32-true")
     ap.add_argument("--ckpt", type=Path, help="decode-speed: decode with these weights instead of training an epoch")
+    ap.add_argument("--select", choices=["val_loss", "val_bleu"], default="val_loss",
+                    help="timed-bleu: the epoch that translates test2016 has the best of this (val_bleu: greedy)")
     args = ap.parse_args()
     if not args.data.is_dir():
         ap.error(f"{args.data} not found: pass --data path/to/multi30k")
@@ -187,10 +189,10 @@ def main() -> None:
               "psi_before": psi()}
     dm = data_module(args.data, cased=args.cased)
     model = build_model(dm, args.variant, label_smoothing=args.label_smoothing, dropout=args.dropout,
-                        lr_scheduler=args.lr_scheduler, lr_patience=0)
+                        lr_scheduler=args.lr_scheduler, lr_patience=0, val_bleu=args.select == "val_bleu")
     result["options"] = {"label_smoothing": args.label_smoothing, "dropout": args.dropout,
                          "lr_scheduler": args.lr_scheduler, "precision": args.precision,
-                         "cased": args.cased}
+                         "cased": args.cased, "select": args.select}
     result["parameters"] = sum(p.numel() for p in model.parameters())
     clock = StepClock()
     if args.mode == "train-speed":
@@ -206,13 +208,15 @@ def main() -> None:
             result["updates"] = len(clock.times)
         result.update(decode_figures(model, dm))
     else:
-        # validation loss after every epoch; the best epoch's weights translate the test set
-        best = ModelCheckpoint(dirpath=tempfile.mkdtemp(), monitor="val_loss", save_top_k=1, save_weights_only=True)
+        # validation after every epoch; the best epoch's weights translate the test set
+        best = ModelCheckpoint(dirpath=tempfile.mkdtemp(), monitor=args.select, mode="min" if args.select == "val_loss"
+                               else "max", save_top_k=1, save_weights_only=True)
         budget = args.minutes * 60 - (time.time() - START)
         trainer(max_time={"seconds": budget}, max_epochs=-1, callbacks=[clock, best], precision=args.precision,
                 enable_checkpointing=True, limit_val_batches=None).fit(model, dm)
         model.load_state_dict(torch.load(best.best_model_path, weights_only=True)["state_dict"])
-        result.update(best_epoch_val_loss=round(float(best.best_model_score), 4), best_checkpoint=best.best_model_path)
+        result.update({f"best_epoch_{args.select}": round(float(best.best_model_score), 4),
+                       "best_checkpoint": best.best_model_path})
         result.update(updates=len(clock.times),
                       train_tokens_per_s=round(sum(clock.tokens) / (clock.times[-1] - clock.times[0]), 1))
         result.update(decode_figures(model, dm))
