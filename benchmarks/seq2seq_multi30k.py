@@ -14,7 +14,10 @@ gradient clipping 5.  Prints one JSON line.
 train-speed: target tokens (EOS included, padding not) per second over updates 51-250.
 decode-speed: beam 5, max length 50, GNMT length penalty alpha 1, batches of 64, test2016;
 generation time only, in float32 and again with bfloat16 matrix products (``*_bf16``), each
-with exact, heuristic and first stopping (``*_heuristic``, ``*_first``; first is OpenNMT-py's rule).
+with exact, heuristic and first stopping (``*_heuristic``, ``*_first``; first is OpenNMT-py's rule);
+then the float32 ceilings: the matrix products' GFLOP and the sentences/s if they ran at this
+machine's measured float32 product speed and nothing else took time (``matmul_*``,
+``decode_sents_per_s_ceiling*``).
 timed-bleu: train for --minutes of wall-clock time from process start (data loading
 included), validating each epoch; the epoch with the best validation loss (or, with
 --select val_bleu, greedy validation BLEU) translates test2016 (beam 5 as above).
@@ -37,6 +40,7 @@ import pytorch_lightning as pl  # noqa: E402
 import sacrebleu  # noqa: E402
 import torch  # noqa: E402
 from pytorch_lightning.callbacks import ModelCheckpoint  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from seqlearn import Seq2Seq  # noqa: E402
 from seqlearn.datamodules import TranslationDataModule  # noqa: E402
@@ -158,6 +162,34 @@ def decode_figures(model: Seq2Seq, dm: TranslationDataModule) -> dict[str, float
     return out
 
 
+def matmul_floor(model: Seq2Seq, dm: TranslationDataModule) -> dict[str, float]:
+    """How fast float32 beam search could be at best: the floating-point operations of its
+    matrix products (counted by ``FlopCounterMode`` over one decoding of test2016, with
+    exact and with first stopping), and the sentences/s if they ran at this machine's
+    float32 speed for a product of the generator's shape (beam 5 x 64 sentences), measured
+    here, and nothing else (attention energies, softmax, top-k, bookkeeping) took any time."""
+    weight = model.generator.weight.detach()
+    rows = torch.randn(320, weight.size(1))
+    for _ in range(5):
+        rows @ weight.t()
+    t0 = time.perf_counter()
+    for _ in range(40):
+        rows @ weight.t()
+    gflops_per_s = 2 * rows.numel() * weight.size(0) * 40 / (time.perf_counter() - t0) / 1e9
+    out = {"matmul_gflop_per_s": round(gflops_per_s, 1)}
+    test = dm.split("test")
+    for stopping in ("exact", "first"):
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model.translate([ex.src for ex in test], beam_size=5, max_length=51, length_penalty="gnmt", alpha=1.0,
+                            batch_size=64, stopping=stopping)
+        gflop = counter.get_total_flops() / 1e9
+        suffix = "" if stopping == "exact" else f"_{stopping}"
+        out[f"matmul_gflop{suffix}"] = round(gflop, 1)
+        out[f"decode_sents_per_s_ceiling{suffix}"] = round(len(test) * gflops_per_s / gflop, 1)
+    return out
+
+
 def psi() -> str | None:
     try:
         return open("/proc/pressure/cpu").readline().strip()
@@ -207,6 +239,7 @@ def main() -> None:
             trainer(max_epochs=1, callbacks=[clock], precision=args.precision).fit(model, dm)
             result["updates"] = len(clock.times)
         result.update(decode_figures(model, dm))
+        result.update(matmul_floor(model, dm))
     else:
         # validation after every epoch; the best epoch's weights translate the test set
         best = ModelCheckpoint(dirpath=tempfile.mkdtemp(), monitor=args.select, mode="min" if args.select == "val_loss"

@@ -74,9 +74,8 @@ class _LinearLabelSmoothedNLL(torch.autograd.Function):
         possible = weight.size(0) - never.numel()
         dtype = torch.promote_types(hidden.dtype, torch.float32)  # of the softmax: float32 at least
         loss, nll = hidden.new_zeros((), dtype=dtype), hidden.new_zeros((), dtype=dtype)
-        grads = [torch.empty_like(hidden) if wants[0] else None,
-                 torch.zeros_like(weight, dtype=dtype) if wants[1] else None,
-                 torch.zeros_like(bias, dtype=dtype) if wants[2] else None]
+        grad_hidden = torch.empty_like(hidden) if wants[0] else None
+        grad_weight = grad_bias = None  # the first block's products, then accumulated into
         for start in range(0, hidden.size(0), BLOCK_ROWS):
             rows = slice(start, start + BLOCK_ROWS)
             h, g = hidden[rows], gold[rows, None]
@@ -105,17 +104,20 @@ class _LinearLabelSmoothedNLL(torch.autograd.Function):
                     z -= smoothing / possible
                     z.index_fill_(1, never, 0.0)
                 if wants[0]:
-                    grads[0][rows] = z.to(weight.dtype) @ weight
+                    grad_hidden[rows] = z.to(weight.dtype) @ weight
                 if wants[1] and autocast:  # an in-place product would skip autocast
-                    grads[1] += z.t() @ h
+                    block = (z.t() @ h).to(dtype)
+                    grad_weight = block if grad_weight is None else grad_weight.add_(block)
+                elif wants[1] and grad_weight is None:
+                    grad_weight = z.t() @ h.to(dtype)
                 elif wants[1]:
-                    grads[1].addmm_(z.t(), h.to(dtype))
+                    grad_weight.addmm_(z.t(), h.to(dtype))
                 if wants[2]:
-                    grads[2] += z.sum(0)
+                    grad_bias = z.sum(0) if grad_bias is None else grad_bias.add_(z.sum(0))
         if not smoothing:
             loss = nll.clone()
         ctx.mark_non_differentiable(nll)
-        ctx.grads = grads
+        ctx.grads = [grad_hidden, grad_weight, grad_bias]
         ctx.dtypes = [t.dtype if t is not None else None for t in (hidden, weight, bias)]
         return loss, nll
 
