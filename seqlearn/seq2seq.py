@@ -492,9 +492,12 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         token ids."""
         if precision not in SEARCH_PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(SEARCH_PRECISIONS)}; got {precision!r}")
-        # step() returns float32 log-probabilities, so scores add up in float32 under autocast
-        with evaluating(self), torch.inference_mode(), torch.autocast(
-            self.device.type, dtype=SEARCH_PRECISIONS[precision], enabled=precision != "32"
+        # step() returns float32 log-probabilities, so scores add up in float32 under autocast;
+        # no_grad, not inference_mode, under autocast: only then does autocast cast each weight
+        # once per batch instead of at every step (it caches casts of tensors that require grad)
+        autocast = precision != "32"
+        with evaluating(self), torch.no_grad() if autocast else torch.inference_mode(), torch.autocast(
+            self.device.type, dtype=SEARCH_PRECISIONS[precision], enabled=autocast
         ):
             state = self.start(src)
             return decode(

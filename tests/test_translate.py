@@ -181,6 +181,28 @@ def test_bfloat16_search_keeps_float32_scores(beam_size):
         model.translate(SOURCES, precision="64")
 
 
+def test_bfloat16_search_casts_each_weight_once_per_batch():
+    """Autocast caches its bf16 copy of a weight only outside inference mode; inside it,
+    every step would cast the output layer again."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    model = tiny_model(["x", "y", "z", "w", "v"], seed=3)
+    shape = tuple(model.generator.weight.shape)
+
+    class CountCasts(TorchDispatchMode):
+        casts = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket is torch.ops.aten._to_copy and tuple(args[0].shape) == shape:
+                CountCasts.casts += 1
+            return func(*args, **(kwargs or {}))
+
+    with CountCasts():
+        hyps = model.translate([SOURCES[1]], beam_size=2, max_length=8, precision="bf16")
+    assert len(hyps[0][0].tokens) >= 2  # several steps ran ...
+    assert CountCasts.casts == 1  # ... on one cast of the output layer
+
+
 # ---------------------------------------------------------------- checkpoints
 
 FRESH_PROCESS = """
