@@ -123,8 +123,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bleu_tok(model: Seq2Seq, dm: TranslationDataModule, beam_size: int = 5,
-             precision: str = "32", stopping: str = "exact") -> dict[str, float]:
+#: the peers' decoding setup (max length 50 words, then </s>)
+SEARCH = dict(beam_size=5, max_length=51, length_penalty="gnmt", alpha=1.0, batch_size=64)
+
+
+def bleu_tok(model: Seq2Seq, dm: TranslationDataModule, precision: str = "32",
+             stopping: str = "exact") -> dict[str, float]:
     """Beam-5 translations of test2016: BLEU on lowercased tokens (the peers' metric),
     standard sacreBLEU (13a) of the detokenized output against the raw references
     (``bleu_detok``; ``bleu_detok_lc``, lowercased, for a lowercased model), sentences/s of
@@ -132,9 +136,7 @@ def bleu_tok(model: Seq2Seq, dm: TranslationDataModule, beam_size: int = 5,
     test = dm.split("test")
     model.eval()
     t0 = time.perf_counter()
-    hyps = model.translate([ex.src for ex in test], beam_size=beam_size, max_length=51,
-                           length_penalty="gnmt", alpha=1.0, batch_size=64, precision=precision,
-                           stopping=stopping)
+    hyps = model.translate([ex.src for ex in test], precision=precision, stopping=stopping, **SEARCH)
     seconds = time.perf_counter() - t0
     outputs = [" ".join(h[0].tokens).lower() for h in hyps]
     refs = [" ".join(ex.tgt).lower() for ex in test]
@@ -181,8 +183,7 @@ def matmul_floor(model: Seq2Seq, dm: TranslationDataModule) -> dict[str, float]:
     for stopping in ("exact", "first"):
         counter = FlopCounterMode(display=False)
         with counter:
-            model.translate([ex.src for ex in test], beam_size=5, max_length=51, length_penalty="gnmt", alpha=1.0,
-                            batch_size=64, stopping=stopping)
+            model.translate([ex.src for ex in test], stopping=stopping, **SEARCH)
         gflop = counter.get_total_flops() / 1e9
         suffix = "" if stopping == "exact" else f"_{stopping}"
         out[f"matmul_gflop{suffix}"] = round(gflop, 1)
