@@ -230,7 +230,7 @@ def tiny_tagger(char_features: str | None, head: str, seed: int = 0) -> Tagger:
     words = Vocab([f"w{i}" for i in range(20)])
     chars = Vocab("w0123456789") if char_features else None
     tagger = Tagger(words, Vocab(TAGS, specials=("<pad>",)), chars, scheme="BIO", head=head,
-                    char_features=char_features, word_dim=8, char_dim=4, char_out_dim=6, hidden_size=8, dropout=0.0,
+                    char_features=char_features, embedding_dim=8, char_dim=4, char_out_dim=6, hidden_size=8, dropout=0.0,
                     lowercase=True)
     with torch.no_grad():  # large scores, so that the CRF's constraints matter
         tagger.emission.weight.mul_(10)
@@ -339,7 +339,7 @@ LM_WORDS = [f"w{i}" for i in range(14)]
 LM_MODELS = {
     "lstm-2x-tied": dict(cell="lstm", num_layers=2),
     "gru-projected": dict(cell="gru", hidden_size=10),  # tied through a projection to the embedding width
-    "plugin-cell-untied": dict(cell="test-export-elman", num_layers=1, tie_weights=False),  # no loop over time
+    "plugin-cell-untied": dict(cell="test-export-elman", num_layers=1, tie_embeddings=False),  # no loop over time
 }
 
 
