@@ -25,6 +25,7 @@ import sys
 
 from . import registry
 from .errors import SeqlearnError
+from .notices import quiet_third_party_notices
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_third_party_notices()
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if getattr(args, "passes_through", False):

@@ -176,7 +176,8 @@ class Vocab:
         if isinstance(value, Vocab):
             return value
         if isinstance(value, dict):
-            return cls.from_dict(value, source=argument)
+            side = argument.removesuffix("_vocab")  # "src_vocab, the src vocabulary: not a seqlearn vocabulary"
+            return cls.from_dict(value, source=argument if side == argument else f"{argument}, the {side} vocabulary")
         if tokens and isinstance(value, (list, tuple)) and all(isinstance(t, str) for t in value):
             return cls(value, specials)
         kinds = "a Vocab, its to_dict()" + (" or a list of token strings" if tokens else "")

@@ -108,7 +108,7 @@ def test_coerce_names_the_argument_it_refuses(value, tokens, kind):
 
 
 def test_coerce_reports_a_foreign_dict_as_a_vocabulary_error_naming_the_argument():
-    with pytest.raises(VocabError, match="^word_vocab: not a seqlearn vocabulary"):
+    with pytest.raises(VocabError, match="^word_vocab, the word vocabulary: not a seqlearn vocabulary"):
         Vocab.coerce({"itos": ["a"]}, "word_vocab")
 
 
