@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from .errors import ConfigError
 
-__all__ = ["RENAMED", "accepts_old_names", "loading_checkpoint", "upgrade_arguments"]
+__all__ = ["RENAMED", "accepts_old_names", "loading_checkpoint", "upgrade_arguments", "renaming_hint"]
 
 Mapping = Callable[[Any], dict[str, Any]]
 
@@ -87,6 +87,14 @@ def upgrade_arguments(where: str, kwargs: dict[str, Any], accepted: Any = None) 
     if loading and accepted is not None:
         out = {k: v for k, v in out.items() if k in accepted}
     return out
+
+
+def renaming_hint(message: str) -> str:
+    """What to use instead of the old hyperparameter names ``message`` mentions (a config
+    parser's "unexpected key" error), e.g. " (word_dim was renamed: use embedding_dim)"; "" if none."""
+    hints = {f"{old} was renamed: use {new}" for where, table in RENAMED.items() if where.endswith(".__init__")
+             for old, (new, _) in table.items() if old in message}  # fmt: skip
+    return f" ({'; '.join(sorted(hints))})" if hints else ""
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import seqlearn.tagger
-from seqlearn import LanguageModel, Seq2Seq, Tagger, Vocab
+from seqlearn import LanguageModel, Seq2Seq, Tagger, Vocab, cli
 from seqlearn.batching import pad
 from seqlearn.errors import ConfigError
 from seqlearn.renamed import RENAMED
@@ -117,3 +117,12 @@ def test_the_table_names_only_methods_that_exist_and_new_names_they_take():
             assert old not in params
             sample = 0.5 if old == "lr_decay" else 1
             assert set(mapping(sample)) <= set(params), where
+
+
+def test_a_config_with_an_old_name_says_the_new_one(tmp_path, capsys):
+    config = tmp_path / "old.yaml"
+    config.write_text("model:\n  class_path: seqlearn.Tagger\n  init_args: {word_dim: 8}\n"
+                      f"data: {{train: {tmp_path / 'missing.txt'}}}\n", encoding="utf-8")  # fmt: skip
+    assert cli.main(["fit", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert "word_dim" in error and "(word_dim was renamed: use embedding_dim)" in error
