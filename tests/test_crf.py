@@ -282,7 +282,7 @@ def test_bad_arguments_are_config_errors():
     crf = CRF(3)
     emissions, tags = torch.randn(2, 4, 3), torch.zeros(2, 4, dtype=torch.long)
     with pytest.raises(ConfigError, match="reduction"):
-        crf(emissions, tags, reduction="token_mean")
+        crf(emissions, tags, reduction="tokens")
     with pytest.raises(ConfigError, match="3 tags but emissions have 4"):
         crf(torch.randn(2, 4, 4), tags)
     with pytest.raises(ConfigError, match=r"in 0\.\.2"):
