@@ -24,11 +24,12 @@ from seqlearn.cells import Cell
 from seqlearn.classifier import SequenceClassifier
 from seqlearn.cli import main as cli_main
 from seqlearn.crf import CRF
-from seqlearn.errors import ExportError
+from seqlearn.errors import ConfigError, ExportError
 from seqlearn.export import (
     EXAMPLE_LENGTHS, export, export_classifier, export_crf, export_language_model, export_seq2seq, export_tagger,
-    inference_mode, search_graphs, trace_graph, write_export,
+    exporter, inference_mode, search_graphs, trace_graph, write_export,
 )
+from seqlearn.export import dispatch
 from seqlearn.language_model import LanguageModel
 from seqlearn.seq2seq import Seq2Seq
 from seqlearn.tagger import Tagger
@@ -323,6 +324,45 @@ def test_export_dispatches_on_the_model_class_and_refuses_others(tmp_path):
     export(crf, tmp_path)
     assert json.loads((tmp_path / "manifest.json").read_text())["model"] == "crf"
     assert isinstance(serving.load(tmp_path), serving.ExportedCRF)
+
+
+class _CustomCRF(CRF):
+    """A subclass defined outside seqlearn: exported by the CRF's exporter."""
+
+
+class _Unexportable(torch.nn.Module):
+    pass
+
+
+def test_dispatch_follows_the_class_not_its_module_name(tmp_path):
+    export(_CustomCRF(3), tmp_path / "subclass")
+    assert json.loads((tmp_path / "subclass" / "manifest.json").read_text())["model"] == "crf"
+    # a class that only claims to be seqlearn's CRF by its name and module is refused, named
+    impostor = type("CRF", (torch.nn.Module,), {"__module__": "seqlearn.crf", "__qualname__": "CRF"})
+    with pytest.raises(ExportError, match=r"no exporter for CRF \(seqlearn\.crf\.CRF\);"):
+        export(impostor(), tmp_path / "impostor")
+    with pytest.raises(ExportError, match=r"no exporter for _Unexportable \(.*test_export\._Unexportable\); "
+                                          r"exportable: .*CRF.*Seq2Seq.*; register one with "
+                                          r"seqlearn\.export\.exporter\(_Unexportable\)"):
+        export(_Unexportable(), tmp_path / "unknown")
+    assert not (tmp_path / "unknown").exists()
+
+
+@pytest.mark.parametrize("by", ["class", "path"])
+def test_a_registered_exporter_exports_its_class_and_subclasses(by, tmp_path, monkeypatch):
+    monkeypatch.setattr(dispatch, "EXPORTERS", dict(dispatch.EXPORTERS))
+    calls = []
+
+    @exporter(_Unexportable if by == "class" else f"{__name__}:_Unexportable")
+    def export_unexportable(model, directory, format="torchscript", *, check=True):
+        calls.append((type(model), Path(directory), format, check))
+        return Path(directory)
+
+    sub = type("Sub", (_Unexportable,), {})
+    assert export(sub(), tmp_path, "onnx", check=False) == tmp_path
+    assert calls == [(sub, tmp_path, "onnx", False)]
+    with pytest.raises(ConfigError, match="a model class or a 'module:Class' path"):
+        exporter("no_colon")
 
 
 def test_vocabularies_are_saved_as_seqlearn_json(exported_translators):
