@@ -1,4 +1,5 @@
-"""Labeled texts for sequence classifiers: the TSV reader, batches and the data module.
+"""Labeled texts for sequence classifiers: the TSV reader and the data module (batches:
+:class:`seqlearn.batching.ClassificationBatch`).
 
 File format: one example per line, ``label<TAB>text`` (plain or gzip, UTF-8, as every
 reader of :mod:`seqlearn.readers`).  The text is everything after the first tab (further
@@ -25,9 +26,7 @@ from functools import partial
 from itertools import islice
 from typing import Any, Callable, Sequence, Union
 
-import torch
-
-from .batching import Padded, _TensorFields, pad
+from .batching import ClassificationBatch, collate_classification
 from .datamodules import _SplitsDataModule
 from .errors import ConfigError, DataError
 from .readers import PathLike, _check_limits, _iter_lines, _tokenize_batch
@@ -109,38 +108,6 @@ def _fields(text: str, multi_label: bool, separator: str, path: str, line: int) 
     if not all(labels):
         raise DataError(f"empty label in the label list {field!r} (labels are separated by {separator!r})", path, line)
     return list(dict.fromkeys(labels)), body
-
-
-@dataclass
-class ClassificationBatch(_TensorFields):
-    """A batch of labeled texts.
-
-    tokens: ids ``(batch, max_len)``.
-    labels: ``(batch,)`` long class indices (single-label), or ``(batch, num_labels)``
-        float 0/1 (multi-label).
-    index: ``(batch,)`` long, positions of the examples in their split.
-    """
-
-    tokens: Padded
-    labels: torch.Tensor
-    index: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-
-def collate_classification(
-    items: Sequence[tuple[int, list[int], list[int]]], pad_index: int, num_labels: int, multi_label: bool
-) -> ClassificationBatch:
-    """``(index, token_ids, label_ids)`` triples into a :class:`ClassificationBatch`."""
-    index, tokens, label_ids = zip(*items)
-    if multi_label:
-        labels = torch.zeros(len(items), num_labels)
-        for row, ids in enumerate(label_ids):
-            labels[row, ids] = 1.0
-    else:
-        labels = torch.tensor([ids[0] for ids in label_ids], dtype=torch.long)
-    return ClassificationBatch(pad(tokens, pad_index), labels, torch.tensor(index, dtype=torch.long))
 
 
 class ClassificationDataModule(_SplitsDataModule):

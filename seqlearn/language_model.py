@@ -75,7 +75,7 @@ from .errors import ConfigError, check_hyperparameters
 from .inputs import MAX_INPUT_TOKENS, token_lists
 from .optim import OPTIMIZERS, build_optimizer
 from .search import Hypothesis
-from .streams import StreamBatch
+from .batching import StreamBatch
 from .tokenizers import get_tokenizer
 from .training import TrainingModule, check_nonfinite_policy, evaluating
 from .vocab import Vocab
