@@ -27,9 +27,9 @@ from itertools import islice
 from typing import Any, Callable, Sequence, Union
 
 from .batching import ClassificationBatch, collate_classification
-from .datamodules import _SplitsDataModule
+from .datamodules import SplitsDataModule
 from .errors import ConfigError, DataError
-from .readers import PathLike, _check_limits, _iter_lines, _tokenize_batch
+from .readers import PathLike, check_limits, iter_lines, tokenize_batch
 from .tokenizers import get_tokenizer
 from .vocab import Vocab
 
@@ -67,12 +67,12 @@ def read_labeled_tsv(
     ``lowercase`` applies to the text (not the labels) before tokenizing; ``max_length``
     drops texts of more tokens; ``limit`` stops after that many examples.
     """
-    _check_limits(max_length, limit)
+    check_limits(max_length, limit)
     if multi_label and not label_separator:
         raise ConfigError("label_separator must be a non-empty string")
     path = os.fspath(path)
     tok = get_tokenizer(tokenizer)
-    rows = ((line, text) for line, text in _iter_lines(path) if text.strip())
+    rows = ((line, text) for line, text in iter_lines(path) if text.strip())
     out: list[LabeledText] = []
     while limit is None or len(out) < limit:
         # never more lines than examples still wanted: lines past the limit are not read
@@ -81,7 +81,7 @@ def read_labeled_tsv(
         if not chunk:
             break
         texts = [text.lower() if lowercase else text for _, _, text in chunk]
-        for (line, labels, _), text, tokens in zip(chunk, texts, _tokenize_batch(tok, texts)):
+        for (line, labels, _), text, tokens in zip(chunk, texts, tokenize_batch(tok, texts)):
             if not tokens:
                 raise DataError("the text has no tokens", path, line)
             if max_length is None or len(tokens) <= max_length:
@@ -110,7 +110,7 @@ def _fields(text: str, multi_label: bool, separator: str, path: str, line: int) 
     return list(dict.fromkeys(labels)), body
 
 
-class ClassificationDataModule(_SplitsDataModule):
+class ClassificationDataModule(SplitsDataModule):
     """Labeled texts for :class:`~seqlearn.classifier.SequenceClassifier`.
 
     train, valid, test: each a TSV path (``label<TAB>text``; see the module docstring) or a
