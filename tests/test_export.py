@@ -31,6 +31,7 @@ from seqlearn.export import (
 )
 from seqlearn.export import dispatch
 from seqlearn.language_model import LanguageModel
+from seqlearn.protocols import SearchModel
 from seqlearn.seq2seq import Seq2Seq
 from seqlearn.tagger import Tagger
 from seqlearn.vocab import Vocab
@@ -108,8 +109,8 @@ def test_seq2seq_graphs_reproduce_start_and_steps_on_new_shapes(config, backend,
             gen = torch.Generator().manual_seed(k)
             for _ in range(3):  # the exported state feeds the next exported step
                 prev = torch.randint(0, len(model.tgt_vocab), (len(lengths),), generator=gen)
-                want_lp, want, want_attn = model.step(prev, want)
-                got_lp, got, got_attn = served.step(prev, got)
+                want_lp, want, want_attn = model.search_step(prev, want)
+                got_lp, got, got_attn = served.search_step(prev, got)
                 assert_same(got_lp, want_lp)
                 for name in want:
                     assert_same(got[name], want[name])
@@ -155,10 +156,15 @@ def test_beam_search_runs_over_the_exported_step(exported_translators):
     served = serving.load(folders["torchscript"])
     src = model._source_batch(SENTENCES[:3] + SENTENCES[4:])
     want = model._search(src, search.beam_search, max_length=12, beam_size=3, n_best=2)
-    got = search.beam_search(served.step, served.start(src.ids, src.lengths), bos_index=model.tgt_vocab.bos_index,
+    assert isinstance(served, SearchModel)
+    got = search.beam_search(served.search_step, served.start(src.ids, src.lengths), bos_index=model.tgt_vocab.bos_index,
                              eos_index=model.tgt_vocab.eos_index, max_length=12, beam_size=3, n_best=2)
     assert [[h.tokens for h in hyps] for hyps in got] == [[h.tokens for h in hyps] for hyps in want]
     assert [h.score for hyps in got for h in hyps] == pytest.approx([h.score for hyps in want for h in hyps], abs=1e-5)
+    # seqlearn 0.1.0 served the search step as `step`
+    old = search.beam_search(served.step, served.start(src.ids, src.lengths), bos_index=model.tgt_vocab.bos_index,
+                             eos_index=model.tgt_vocab.eos_index, max_length=12, beam_size=3, n_best=2)
+    assert [[h.tokens for h in hyps] for hyps in old] == [[h.tokens for h in hyps] for hyps in got]
 
 
 def test_serving_file_runs_alone_on_the_exported_folder(exported_translators, tmp_path):
@@ -231,7 +237,7 @@ def tiny_tagger(char_features: str | None, head: str, seed: int = 0) -> Tagger:
     words = Vocab([f"w{i}" for i in range(20)])
     chars = Vocab("w0123456789") if char_features else None
     tagger = Tagger(words, Vocab(TAGS, specials=("<pad>",)), chars, scheme="BIO", head=head,
-                    char_features=char_features, word_dim=8, char_dim=4, char_out_dim=6, hidden_size=8, dropout=0.0,
+                    char_features=char_features, embedding_dim=8, char_dim=4, char_out_dim=6, hidden_size=8, dropout=0.0,
                     lowercase=True)
     with torch.no_grad():  # large scores, so that the CRF's constraints matter
         tagger.emission.weight.mul_(10)
@@ -379,7 +385,7 @@ LM_WORDS = [f"w{i}" for i in range(14)]
 LM_MODELS = {
     "lstm-2x-tied": dict(cell="lstm", num_layers=2),
     "gru-projected": dict(cell="gru", hidden_size=10),  # tied through a projection to the embedding width
-    "plugin-cell-untied": dict(cell="test-export-elman", num_layers=1, tie_weights=False),  # no loop over time
+    "plugin-cell-untied": dict(cell="test-export-elman", num_layers=1, tie_embeddings=False),  # no loop over time
 }
 
 
@@ -410,7 +416,7 @@ def test_language_model_step_graph_reproduces_streaming_and_start(config, backen
     want, got = lm.init_state(4), served.init_state(4)
     for tokens in streams.t():  # the exported state feeds the next exported step
         want_lp, want = lm.step(tokens, want)
-        got_lp, got, attention = served.step(tokens, got)
+        got_lp, got, attention = served.search_step(tokens, got)
         assert attention is None and list(got) == list(want)
         assert_same(got_lp, want_lp)
         for name in want:
@@ -445,7 +451,8 @@ def test_beam_search_runs_over_the_served_language_model_step(tmp_path):
     rows = pad([[eos, *lm.vocab.encode(p)] for p in prompts], lm.vocab.pad_index)
     ids, lengths = rows.ids, rows.lengths
     first = ids.gather(1, (lengths - 1)[:, None]).squeeze(1)
-    got = search.beam_search(served.step, served.start(ids, lengths - 1), bos_index=first, eos_index=eos,
+    assert isinstance(served, SearchModel)
+    got = search.beam_search(served.search_step, served.start(ids, lengths - 1), bos_index=first, eos_index=eos,
                              max_length=12, beam_size=3, n_best=2)
     want = lm.generate(prompts, beam_size=3, n_best=2, max_length=12)
     assert [[[lm.vocab.itos[i] for i in h.tokens] for h in hyps] for hyps in got] == [[h.tokens for h in hyps]

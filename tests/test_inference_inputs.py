@@ -31,7 +31,7 @@ def seq2seq(tokenizer: str = "whitespace") -> Seq2Seq:
 def tagger(char_features: str | None = "cnn", tokenizer: str = "whitespace") -> Tagger:
     torch.manual_seed(0)
     return Tagger(Vocab(SRC), Vocab(["O", "B-X", "I-X"], specials=("<pad>",)), Vocab("abcd"), scheme="BIO",
-                  char_features=char_features, tokenizer=tokenizer, word_dim=5, char_dim=3, char_out_dim=4,
+                  char_features=char_features, tokenizer=tokenizer, embedding_dim=5, char_dim=3, char_out_dim=4,
                   hidden_size=4, dropout=0.0).eval()
 
 

@@ -40,7 +40,7 @@ def seq2seq(**options: Any) -> Seq2Seq:
 
 def tagger() -> Tagger:
     torch.manual_seed(0)
-    return Tagger(Vocab(["EU"]), Vocab(["O", "B-ORG"], specials=("<pad>",)), Vocab("EU"), scheme="BIO", word_dim=4,
+    return Tagger(Vocab(["EU"]), Vocab(["O", "B-ORG"], specials=("<pad>",)), Vocab("EU"), scheme="BIO", embedding_dim=4,
                   char_dim=3, char_out_dim=4, hidden_size=3)
 
 

@@ -159,9 +159,9 @@ def search_graphs(model: nn.Module, start: Callable[[Padded], dict[str, Tensor]]
                   step: Callable[[Tensor, dict[str, Tensor]], tuple[Tensor, dict[str, Tensor], Tensor | None]],
                   sources: Sequence[tuple[Tensor, Tensor]], vocab_size: int, component: str, *,
                   encoder: bool = True) -> tuple[list[ExportedGraph], dict[str, Any]]:
-    """Graphs ``encoder`` and ``step`` of a model with the search protocol of
-    :mod:`seqlearn.search`: ``start(Padded) -> state`` and ``step(prev, state) ->
-    (log_probs, state, attn)``, in :func:`inference_mode`.
+    """Graphs ``encoder`` and ``step`` of a model with the search protocol
+    (:class:`seqlearn.protocols.SearchModel`): ``start(Padded) -> state`` and its
+    ``search_step`` as ``step(prev, state) -> (log_probs, state, attn)``, in :func:`inference_mode`.
 
     ``encoder``: ``src_ids``, ``src_lengths`` -> the state tensors (names in the order
     ``start`` gives them).  ``step``: ``prev_tokens`` and the state tensors ->

@@ -85,7 +85,7 @@ def export_seq2seq(model: Seq2Seq, directory: str | Path, format: str = "torchsc
     _check_traceable(model.encoder, "Seq2Seq encoder")
     with inference_mode(model):
         sources = random_sequences(model.src_vocab, EXAMPLE_LENGTHS)
-        graphs, state = search_graphs(model, model.start, model.step, sources, len(model.tgt_vocab), "Seq2Seq")
+        graphs, state = search_graphs(model, model.start, model.search_step, sources, len(model.tgt_vocab), "Seq2Seq")
         manifest = {
             "model": "seq2seq", "state": state, "tokenizer": model.hparams.src_tokenizer,
             "target_tokenizer": model.hparams.tgt_tokenizer, "components": _components(model),
