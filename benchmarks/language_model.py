@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 
 from seqlearn.language_model import LanguageModel
-from seqlearn.streams import LanguageModelDataModule
+from seqlearn.language_model_data import LanguageModelDataModule
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 

@@ -58,7 +58,7 @@ from . import registry
 from .batching import Padded, pad
 from .cells import State
 from .checkpoint_loading import SafeCheckpointLoading
-from .classification_data import ClassificationBatch
+from .batching import ClassificationBatch
 from .encoder import RNNEncoder
 from .errors import ConfigError, check_hyperparameters
 from .inputs import MAX_INPUT_TOKENS, length_batches, token_lists

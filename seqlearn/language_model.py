@@ -78,7 +78,7 @@ from .optim import check_optimization, configure_optimization
 from .protocols import decode
 from .renamed import accepts_old_names
 from .search import Hypothesis
-from .streams import StreamBatch
+from .batching import StreamBatch
 from .tokenizers import get_tokenizer
 from .training import BatchResult, TrainingModule, check_nonfinite_policy, evaluating
 from .vocab import Vocab

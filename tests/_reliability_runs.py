@@ -40,7 +40,7 @@ from seqlearn.classifier import SequenceClassifier
 from seqlearn.datamodules import TaggingDataModule, TranslationDataModule
 from seqlearn.language_model import LanguageModel
 from seqlearn.readers import TaggedSentence
-from seqlearn.streams import LanguageModelDataModule
+from seqlearn.language_model_data import LanguageModelDataModule
 
 SEED = 0
 CHECKPOINT_EVERY = 3

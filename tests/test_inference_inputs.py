@@ -11,7 +11,7 @@ import torch
 from seqlearn import Seq2Seq, Tagger, Vocab
 from seqlearn.classifier import Classification, SequenceClassifier
 from seqlearn.language_model import LanguageModel
-from seqlearn.streams import StreamBatch
+from seqlearn.batching import StreamBatch
 from seqlearn.errors import InputError, TruncationWarning
 from seqlearn.inputs import MAX_INPUT_TOKENS
 

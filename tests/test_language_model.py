@@ -14,7 +14,9 @@ from torch import nn
 from seqlearn.checkpointing import AtomicCheckpointIO
 from seqlearn.errors import ConfigError, DataError
 from seqlearn.language_model import LanguageModel
-from seqlearn.streams import LanguageModelDataModule, StreamBatch, StreamWindows, WindowLoader, batchify, encode_stream
+from seqlearn.batching import StreamBatch
+from seqlearn.language_model_data import LanguageModelDataModule
+from seqlearn.streams import StreamWindows, WindowLoader, batchify, encode_stream
 from seqlearn.vocab import Vocab
 
 WORDS = "the a dog cat runs sleeps on mat big small".split()
@@ -336,3 +338,14 @@ def test_ddp_is_refused_by_name_before_training(monkeypatch):
     monkeypatch.undo()
     quiet_trainer(max_steps=1).fit(model, dm)  # one process is fine
     assert not all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_the_0_1_0_import_path_of_the_data_module_still_works_with_a_deprecation_warning():
+    import seqlearn
+    import seqlearn.streams as streams
+
+    with pytest.warns(DeprecationWarning, match="seqlearn.language_model_data.LanguageModelDataModule"):
+        old = streams.LanguageModelDataModule
+    assert old is LanguageModelDataModule is seqlearn.LanguageModelDataModule
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        streams.Nothing
