@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import search
-from .batching import Padded, pad
+from .batching import Padded, StreamBatch, pad
 from .cells import State, map_state, state_tensors
 from .checkpoint_loading import SafeCheckpointLoading
 from .encoder import RNNEncoder, locked_dropout
@@ -78,7 +78,6 @@ from .optim import check_optimization, configure_optimization
 from .protocols import decode
 from .renamed import accepts_old_names
 from .search import Hypothesis
-from .batching import StreamBatch
 from .tokenizers import get_tokenizer
 from .training import BatchResult, TrainingModule, check_nonfinite_policy, evaluating
 from .vocab import Vocab
