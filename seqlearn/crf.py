@@ -18,6 +18,7 @@ decoding, marginals and log-partition (without gradients: the backward is Python
     scripted = torch.jit.script(CRF(5))
     scripted.decode(emissions, mask)
 """
+# no `from __future__ import annotations`: TorchScript resolves ViterbiResult's field types at run time
 from typing import List, NamedTuple, Optional, Sequence, Union
 
 import torch

@@ -16,13 +16,12 @@ transitions), obtained with one backward recursion and one ``(K, N) @ (N, K)`` p
 Everything but the autograd Function compiles with ``torch.jit.script``: compiled, the
 functions compute the same values (the backward is Python, so they carry no gradient).
 """
-
+# no `from __future__ import annotations`: TorchScript resolves the NamedTuples' field types at run time
 from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-
 
 
 def _work_copies(emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor,
@@ -128,7 +127,7 @@ def _forward(emissions: Tensor, tags: Optional[Tensor], mask: Tensor, start: Ten
     emissions' dtype, with the lattice and gold paths the backward needs."""
     em, start64, trans64, end64 = _work_copies(emissions, mask, start, trans, end)
     gold: Optional[_Gold] = None
-    gold_score = torch.zeros(1, dtype=torch.float64, device=em.device)
+    gold_score = torch.zeros(1, dtype=torch.float64, device=em.device)  # TorchScript: bound on every path
     if tags is not None:
         gold_t = tags.masked_fill(~mask, 0).t()
         gold = _Gold(gold_t, gold_t.gather(0, (mask.sum(1) - 1).unsqueeze(0)).squeeze(0))

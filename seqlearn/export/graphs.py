@@ -154,7 +154,6 @@ def script_graph(name: str, module: nn.Module, reference: Callable[..., Any], in
     return _graph(name, lambda: torch.jit.script(module), reference, inputs, outputs, examples, component)
 
 
-
 def search_graphs(model: nn.Module, start: Callable[[Padded], dict[str, Tensor]],
                   step: Callable[[Tensor, dict[str, Tensor]], tuple[Tensor, dict[str, Tensor], Tensor | None]],
                   sources: Sequence[tuple[Tensor, Tensor]], vocab_size: int, component: str, *,

@@ -40,13 +40,11 @@ def _check_traceable(encoder: RNNEncoder, component: str) -> None:
             )
 
 
-
 def _components(model: nn.Module) -> dict[str, str]:
     """The registry name of each registry-built component the model records."""
     if not hasattr(model, "provenance"):
         return {}
     return {key: prov["name"] for key, prov in model.provenance().items() if prov is not None}
-
 
 
 class _BestPath(nn.Module):

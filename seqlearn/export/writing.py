@@ -23,7 +23,6 @@ OPSET = 17
 TOLERANCE = 1e-5
 
 
-
 def _save(graph: ExportedGraph, path: Path, format: str) -> None:
     with quiet_tracing():
         try:
