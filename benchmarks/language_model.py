@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 
 from seqlearn.language_model import LanguageModel
-from seqlearn.streams import LanguageModelDataModule
+from seqlearn.language_model_data import LanguageModelDataModule
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 
@@ -54,7 +54,7 @@ def run(dm: LanguageModelDataModule, carry_state: bool, args: argparse.Namespace
     pl.seed_everything(args.seed, verbose=False)
     model = LanguageModel.from_datamodule(
         dm, cell=args.cell, embedding_dim=args.dim, num_layers=args.layers, dropout=args.dropout,
-        input_dropout=args.dropout / 2, tie_weights=True, carry_state=carry_state, optimizer="adam", lr=args.lr,
+        input_dropout=args.dropout / 2, tie_embeddings=True, carry_state=carry_state, optimizer="adam", lr=args.lr,
     )  # fmt: skip
     meter = Meter()
     trainer = pl.Trainer(

@@ -40,7 +40,7 @@ _LAZY = {
     "CRF": "crf",
     "Tagger": "tagger",
     "LanguageModel": "language_model",
-    "LanguageModelDataModule": "streams",
+    "LanguageModelDataModule": "language_model_data",
     "SequenceClassifier": "classifier",
     "ClassificationDataModule": "classification_data",
 }

@@ -1,4 +1,5 @@
-"""Padded tensors, batches, and the batch sampler that groups sentences of similar length.
+"""Padded tensors, the batches of every kind of data (translation, tagging, classification,
+language-model stream windows), and the batch sampler that groups sentences of similar length.
 
 >>> p = pad([[5, 6, 7], [8]], pad_index=0)
 >>> p.ids.tolist(), p.lengths.tolist()
@@ -166,6 +167,56 @@ def collate_tagging(
         chars=None if chars[0] is None else pad_nested(chars, char_pad),
         index=torch.tensor(index, dtype=torch.long),
     )
+
+
+@dataclass
+class ClassificationBatch(_TensorFields):
+    """A batch of labeled texts.
+
+    tokens: ids ``(batch, max_len)``.
+    labels: ``(batch,)`` long class indices (single-label), or ``(batch, num_labels)``
+        float 0/1 (multi-label).
+    index: ``(batch,)`` long, positions of the examples in their split.
+    """
+
+    tokens: Padded
+    labels: torch.Tensor
+    index: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def collate_classification(
+    items: Sequence[tuple[int, list[int], list[int]]], pad_index: int, num_labels: int, multi_label: bool
+) -> ClassificationBatch:
+    """``(index, token_ids, label_ids)`` triples into a :class:`ClassificationBatch`."""
+    index, tokens, label_ids = zip(*items)
+    if multi_label:
+        labels = torch.zeros(len(items), num_labels)
+        for row, ids in enumerate(label_ids):
+            labels[row, ids] = 1.0
+    else:
+        labels = torch.tensor([ids[0] for ids in label_ids], dtype=torch.long)
+    return ClassificationBatch(pad(tokens, pad_index), labels, torch.tensor(index, dtype=torch.long))
+
+
+@dataclass
+class StreamBatch(_TensorFields):
+    """One window of the parallel streams.
+
+    input: ``(streams, len)`` long, the tokens fed.
+    target: ``(streams, len)`` long, the next token at each position (``input`` shifted by one).
+    offset: the position of the window's first column in the streams; the window with
+        offset 0 starts the streams.
+    """
+
+    input: torch.Tensor
+    target: torch.Tensor
+    offset: int
+
+    def __len__(self) -> int:
+        return self.input.size(0)
 
 
 class BucketBatchSampler(Sampler[list[int]]):

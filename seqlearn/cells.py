@@ -9,7 +9,7 @@ to write, and two with defaults in :class:`Cell`:
 * ``input_size``, ``hidden_size``: ints.
 * ``forward(x, state) -> (h, state)``: one time step.  ``x`` is ``(batch, input_size)``,
   ``h`` the step's output ``(batch, hidden_size)``, ``state`` the recurrent state.
-* ``init_state(batch, device, dtype) -> state``: zeros by default.  A state is a
+* ``init_state(batch_size, device, dtype) -> state``: zeros by default.  A state is a
   ``Tensor`` or a tuple of Tensors, each ``(batch, hidden_size)``: seqlearn masks
   padded steps and reorders beams by indexing dim 0 without knowing what is inside.
 * ``output(state) -> h``: which part of a state is the cell's output -- the state itself,
@@ -82,9 +82,9 @@ class Cell(nn.Module):
         self.input_size = input_size
         self.hidden_size = hidden_size
 
-    def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
-        """The state before the first step: zeros ``(batch, hidden_size)``."""
-        return torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
+    def init_state(self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
+        """The state before the first step: zeros ``(batch_size, hidden_size)``."""
+        return torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
 
     def output(self, state: State) -> torch.Tensor:
         """The part of ``state`` that is the cell's output ``(batch, hidden_size)``."""
@@ -203,8 +203,8 @@ class LSTMCell(_FusableCell):
         with torch.no_grad():
             self.bias_ih[self.hidden_size : 2 * self.hidden_size].fill_(self.forget_bias)
 
-    def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
-        zeros = torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
+    def init_state(self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
+        zeros = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
         return zeros, zeros.clone()
 
     def forward(

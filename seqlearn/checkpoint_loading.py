@@ -34,6 +34,7 @@ import torch
 
 from .errors import CheckpointError, ConfigError, SeqlearnError, UnknownComponentError
 from .provenance import missing_components_message
+from .renamed import loading_checkpoint
 
 __all__ = ["load_checkpoint", "check_model_checkpoint", "SafeCheckpointLoading"]
 
@@ -96,7 +97,8 @@ def check_model_checkpoint(checkpoint: Any, model: type, where: str) -> None:
 
 class SafeCheckpointLoading:
     """Mixin for LightningModules: ``load_from_checkpoint`` is Lightning's loader, always
-    with ``weights_only=True``, its failures explained as :class:`CheckpointError`."""
+    with ``weights_only=True``, its failures explained as :class:`CheckpointError`; the
+    hyperparameter names of older releases are mapped to today's (:mod:`seqlearn.renamed`)."""
 
     @classmethod
     def load_from_checkpoint(
@@ -114,8 +116,9 @@ class SafeCheckpointLoading:
             raise ConfigError("seqlearn loads checkpoints with weights_only=True only: loading must never run code")
         loader = super().load_from_checkpoint  # type: ignore[misc]
         try:
-            return loader(checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict,
-                          weights_only=True, **kwargs)
+            with loading_checkpoint():  # hyperparameter names of older releases map to today's
+                return loader(checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict,
+                              weights_only=True, **kwargs)
         except Exception as exc:
             # seqlearn's own errors already say what is wrong -- except an unknown component,
             # which may be a plugin the checkpoint was saved with and this environment lacks

@@ -1,4 +1,5 @@
-"""Labeled texts for sequence classifiers: the TSV reader, batches and the data module.
+"""Labeled texts for sequence classifiers: the TSV reader and the data module (batches:
+:class:`seqlearn.batching.ClassificationBatch`).
 
 File format: one example per line, ``label<TAB>text`` (plain or gzip, UTF-8, as every
 reader of :mod:`seqlearn.readers`).  The text is everything after the first tab (further
@@ -25,12 +26,10 @@ from functools import partial
 from itertools import islice
 from typing import Any, Callable, Sequence, Union
 
-import torch
-
-from .batching import Padded, _TensorFields, pad
-from .datamodules import _SplitsDataModule
+from .batching import ClassificationBatch, collate_classification
+from .datamodules import SplitsDataModule
 from .errors import ConfigError, DataError
-from .readers import PathLike, _check_limits, _iter_lines, _tokenize_batch
+from .readers import PathLike, check_limits, iter_lines, tokenize_batch
 from .tokenizers import get_tokenizer
 from .vocab import Vocab
 
@@ -68,12 +67,12 @@ def read_labeled_tsv(
     ``lowercase`` applies to the text (not the labels) before tokenizing; ``max_length``
     drops texts of more tokens; ``limit`` stops after that many examples.
     """
-    _check_limits(max_length, limit)
+    check_limits(max_length, limit)
     if multi_label and not label_separator:
         raise ConfigError("label_separator must be a non-empty string")
     path = os.fspath(path)
     tok = get_tokenizer(tokenizer)
-    rows = ((line, text) for line, text in _iter_lines(path) if text.strip())
+    rows = ((line, text) for line, text in iter_lines(path) if text.strip())
     out: list[LabeledText] = []
     while limit is None or len(out) < limit:
         # never more lines than examples still wanted: lines past the limit are not read
@@ -82,7 +81,7 @@ def read_labeled_tsv(
         if not chunk:
             break
         texts = [text.lower() if lowercase else text for _, _, text in chunk]
-        for (line, labels, _), text, tokens in zip(chunk, texts, _tokenize_batch(tok, texts)):
+        for (line, labels, _), text, tokens in zip(chunk, texts, tokenize_batch(tok, texts)):
             if not tokens:
                 raise DataError("the text has no tokens", path, line)
             if max_length is None or len(tokens) <= max_length:
@@ -111,39 +110,7 @@ def _fields(text: str, multi_label: bool, separator: str, path: str, line: int) 
     return list(dict.fromkeys(labels)), body
 
 
-@dataclass
-class ClassificationBatch(_TensorFields):
-    """A batch of labeled texts.
-
-    tokens: ids ``(batch, max_len)``.
-    labels: ``(batch,)`` long class indices (single-label), or ``(batch, num_labels)``
-        float 0/1 (multi-label).
-    index: ``(batch,)`` long, positions of the examples in their split.
-    """
-
-    tokens: Padded
-    labels: torch.Tensor
-    index: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-
-def collate_classification(
-    items: Sequence[tuple[int, list[int], list[int]]], pad_index: int, num_labels: int, multi_label: bool
-) -> ClassificationBatch:
-    """``(index, token_ids, label_ids)`` triples into a :class:`ClassificationBatch`."""
-    index, tokens, label_ids = zip(*items)
-    if multi_label:
-        labels = torch.zeros(len(items), num_labels)
-        for row, ids in enumerate(label_ids):
-            labels[row, ids] = 1.0
-    else:
-        labels = torch.tensor([ids[0] for ids in label_ids], dtype=torch.long)
-    return ClassificationBatch(pad(tokens, pad_index), labels, torch.tensor(index, dtype=torch.long))
-
-
-class ClassificationDataModule(_SplitsDataModule):
+class ClassificationDataModule(SplitsDataModule):
     """Labeled texts for :class:`~seqlearn.classifier.SequenceClassifier`.
 
     train, valid, test: each a TSV path (``label<TAB>text``; see the module docstring) or a

@@ -17,8 +17,9 @@ Losses: cross-entropy (single-label), or binary cross-entropy with logits summed
 labels and averaged over texts (multi-label); a multi-label prediction is every label
 whose probability is above ``threshold``.
 
-Metrics (torchmetrics), logged per epoch as ``train_*``, ``val_*`` and ``test_*`` beside
-``*_loss``:
+Metrics, logged per epoch as ``train_*``, ``val_*`` and ``test_*`` beside ``*_loss``
+(from per-label counts summed over the epoch's batches of all processes, see
+:class:`~seqlearn.training.TrainingModule`):
 
 * single-label: ``acc`` (fraction of texts whose class is right) and ``f1`` (macro-F1:
   the mean over classes of per-class F1, counting only classes that occur in the gold
@@ -35,7 +36,7 @@ Streaming (forward encoders with ``last`` pooling)::
         probs, state = model.step(token, state)   # probs of the prefix read so far
 
 The state is the recurrent state only (constant memory whatever the stream's length);
-``probs`` equals the batch forward on the prefix.
+``probs`` equals the batch forward on the prefix (:class:`seqlearn.protocols.StreamingModel`).
 
 Checkpoints hold only plain hyperparameters (vocabularies as dicts, component names), so
 ``SequenceClassifier.load_from_checkpoint(path)`` restores the vocabularies and loads with
@@ -52,28 +53,20 @@ from typing import Any, Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassF1Score,
-    MultilabelAccuracy,
-    MultilabelExactMatch,
-    MultilabelF1Score,
-)
 
 from . import registry
 from .batching import Padded, pad
 from .cells import State
 from .checkpoint_loading import SafeCheckpointLoading
-from .classification_data import ClassificationBatch
+from .batching import ClassificationBatch
 from .encoder import RNNEncoder
 from .errors import ConfigError, check_hyperparameters
 from .inputs import MAX_INPUT_TOKENS, length_batches, token_lists
 from .jordan import JordanEncoder, JordanState, step_cells
-from .optim import OPTIMIZERS, build_optimizer
+from .optim import check_optimization, configure_optimization
 from .pooling import LastPooling
 from .tokenizers import get_tokenizer
-from .training import TrainingModule, check_nonfinite_policy, evaluating
+from .training import BatchResult, TrainingModule, check_nonfinite_policy, evaluating
 from .vocab import Vocab
 
 __all__ = ["SequenceClassifier", "Classification", "StreamState"]
@@ -99,14 +92,6 @@ class Classification:
         return self.labels[0] if self.labels else None
 
 
-def _label_vocab(labels: Vocab | dict | Sequence[str]) -> Vocab:
-    if isinstance(labels, Vocab):
-        return labels
-    if isinstance(labels, dict):
-        return Vocab.from_dict(labels, source="label_vocab")
-    return Vocab(labels, specials=())
-
-
 class SequenceClassifier(SafeCheckpointLoading, TrainingModule):
     """RNN sequence classifier (see the module docstring).
 
@@ -125,7 +110,9 @@ class SequenceClassifier(SafeCheckpointLoading, TrainingModule):
     decay ``jordan_decay`` (see :mod:`seqlearn.jordan`).
 
     Optimization: ``optimizer`` (``adam``, ``rmsprop``, ``sgd``) with ``lr``,
-    ``weight_decay``, ``momentum``; clip gradients with the Trainer's ``gradient_clip_val``.
+    ``weight_decay``, ``momentum``; ``lr_scheduler`` with ``lr_gamma``, ``lr_step_size``,
+    ``lr_patience``, ``lr_min`` (see :mod:`seqlearn.optim`); clip gradients with the
+    Trainer's ``gradient_clip_val``.
 
     ``on_nonfinite``: ``"stop"`` (default) raises :class:`~seqlearn.errors.NonFiniteLossError`
     naming the batch when the training loss is NaN or infinite, ``"skip"`` warns and
@@ -156,12 +143,17 @@ class SequenceClassifier(SafeCheckpointLoading, TrainingModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         momentum: float = 0.0,
+        lr_scheduler: str = "none",
+        lr_gamma: float = 0.5,
+        lr_step_size: int = 1,
+        lr_patience: int = 1,
+        lr_min: float = 0.0,
         on_nonfinite: str = "stop",
     ):
         super().__init__()
         check_nonfinite_policy(on_nonfinite)
-        words = vocab if isinstance(vocab, Vocab) else Vocab.from_dict(vocab, source="vocab")
-        labels = _label_vocab(label_vocab)
+        words = Vocab.coerce(vocab, "vocab")
+        labels = Vocab.coerce(label_vocab, "label_vocab", tokens=True, specials=())
         if words.pad_index is None or words.unk_index is None:
             raise ConfigError("vocab needs <pad> and <unk> specials (padding, and words unseen in training)")
         if labels.specials:
@@ -174,8 +166,7 @@ class SequenceClassifier(SafeCheckpointLoading, TrainingModule):
         if jordan and bidirectional:
             raise ConfigError("a Jordan network feeds its previous output back, so it runs forward only: "
                               "set bidirectional=False")  # fmt: skip
-        if optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
+        check_optimization("SequenceClassifier", optimizer, lr_scheduler, lr_gamma, lr_step_size)
         vocab, label_vocab = words.to_dict(), labels.to_dict()  # plain hyperparameters
         self.save_hyperparameters()
         self.vocab, self.label_vocab = words, labels
@@ -197,9 +188,6 @@ class SequenceClassifier(SafeCheckpointLoading, TrainingModule):
                               "reads the states themselves at every step")  # fmt: skip
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(self.pooling.output_size, num_labels)
-        self.train_metrics = self._metrics("train_")
-        self.val_metrics = self._metrics("val_")
-        self.test_metrics = self._metrics("test_")
         self._tokenizer: Any = None
 
     @classmethod
@@ -218,19 +206,6 @@ class SequenceClassifier(SafeCheckpointLoading, TrainingModule):
         args = dict(vocab=datamodule.vocab, label_vocab=datamodule.label_vocab, multi_label=datamodule.multi_label,
                     lowercase=datamodule.lowercase, tokenizer=tokenizer)  # fmt: skip
         return cls(**{**args, **kwargs})
-
-    def _metrics(self, prefix: str) -> MetricCollection:
-        k, threshold = len(self.labels), float(self.hparams.threshold)
-        if self.hparams.multi_label:
-            metrics = {
-                "acc": MultilabelAccuracy(k, threshold, average="micro"),
-                "exact_match": MultilabelExactMatch(k, threshold),
-                "f1": MultilabelF1Score(k, threshold, average="macro"),
-                "micro_f1": MultilabelF1Score(k, threshold, average="micro"),
-            }
-        else:
-            metrics = {"acc": MulticlassAccuracy(k, average="micro"), "f1": MulticlassF1Score(k, average="macro")}
-        return MetricCollection(metrics, prefix=prefix)
 
     # -- the network ----------------------------------------------------------------------
 
@@ -270,34 +245,42 @@ class SequenceClassifier(SafeCheckpointLoading, TrainingModule):
 
     # -- Lightning hooks --------------------------------------------------------------------
 
-    def _shared_step(self, batch: ClassificationBatch, batch_idx: int, metrics: MetricCollection,
-                     split: str) -> torch.Tensor:  # fmt: skip
-        with self.memory_advice(batch, batch_idx):
-            logits = self(batch.tokens)
-            loss = self.loss(logits, batch.labels)
-        if split == "train":
-            # both losses are means over texts: under DDP, the mean over the global batch
-            loss = self.global_mean(loss, torch.tensor(len(batch), device=loss.device))
-            if not self.loss_is_finite(loss, batch, batch_idx):
-                return self.skipped_batch_loss()
-        metrics.update(self.probabilities(logits.detach()), batch.labels.long())
-        self.log(f"{split}_loss", loss, prog_bar=True, on_step=split == "train", on_epoch=True, batch_size=len(batch),
-                 sync_dist=self._distributed())  # fmt: skip
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split == "val", batch_size=len(batch))
-        return loss
+    def batch_result(self, batch: ClassificationBatch, split: str) -> BatchResult:
+        """The loss (a mean over texts) and the per-label decision counts of :meth:`epoch_metrics`."""
+        logits = self(batch.tokens)
+        count = torch.tensor(len(batch), device=logits.device)
+        return BatchResult(self.loss(logits, batch.labels), count, sums=self._decision_counts(logits.detach(), batch.labels))
 
-    def training_step(self, batch: ClassificationBatch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, batch_idx, self.train_metrics, "train")
+    def _decision_counts(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per label ``(num_labels,)``: true positives ``tp``, false positives ``fp``, false
+        negatives ``fn``; and ``exact``, the texts whose labels are all right."""
+        k = len(self.labels)
+        if self.multi_label:
+            predicted, gold = self.probabilities(logits) > self.hparams.threshold, labels.bool()
+        else:  # one-hot decisions: one label per text
+            predicted, gold = F.one_hot(logits.argmax(-1), k).bool(), F.one_hot(labels.long(), k).bool()
+        return {"tp": (predicted & gold).sum(0), "fp": (predicted & ~gold).sum(0), "fn": (~predicted & gold).sum(0),
+                "exact": (predicted == gold).all(-1).sum()}  # fmt: skip
 
-    def validation_step(self, batch: ClassificationBatch, batch_idx: int) -> None:
-        self._shared_step(batch, batch_idx, self.val_metrics, "val")
+    def epoch_metrics(self, split: str, sums: dict[str, torch.Tensor], outputs: list[Any]) -> dict[str, float]:
+        """``acc`` and macro ``f1`` (single-label: over the labels that occur in the gold labels
+        or the predictions), plus ``exact_match`` and ``micro_f1`` for multi-label (see the
+        module docstring), from the decision counts of the epoch."""
+        tp, fp, fn = (sums[key].double() for key in ("tp", "fp", "fn"))
+        texts = float(sums["count"])
+        f1 = (2 * tp / (2 * tp + fp + fn)).nan_to_num(0.0)  # a label neither gold nor predicted: 0
+        if not self.multi_label:
+            occurs = (tp + fp + fn) > 0
+            metrics = {"acc": float(sums["exact"]) / texts, "f1": float(f1[occurs].mean())}
+        else:
+            micro = 2 * tp.sum() / (2 * tp.sum() + fp.sum() + fn.sum())
+            metrics = {"acc": 1.0 - float((fp + fn).sum()) / (texts * len(self.labels)),
+                       "exact_match": float(sums["exact"]) / texts, "f1": float(f1.mean()),
+                       "micro_f1": float(micro.nan_to_num(0.0))}  # fmt: skip
+        return {f"{split}_{name}": value for name, value in metrics.items()}
 
-    def test_step(self, batch: ClassificationBatch, batch_idx: int) -> None:
-        self._shared_step(batch, batch_idx, self.test_metrics, "test")
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        hp = self.hparams
-        return build_optimizer(self, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
+    def configure_optimizers(self) -> Any:
+        return configure_optimization(self)
 
     def registered_components(self) -> dict[str, Any]:
         """The registry-built components whose provenance checkpoints record (see
@@ -360,7 +343,8 @@ class SequenceClassifier(SafeCheckpointLoading, TrainingModule):
                               f"pooling={self.hparams.pooling!r}")  # fmt: skip
 
     def init_state(self, batch_size: int = 1) -> StreamState:
-        """The state before the first token of ``batch_size`` parallel streams."""
+        """The state before the first token of ``batch_size`` parallel streams, for :meth:`step`
+        (the streaming protocol, :class:`seqlearn.protocols.StreamingModel`)."""
         self._check_streamable()
         device, dtype = self.device, self.output.weight.dtype
         if self.hparams.jordan:

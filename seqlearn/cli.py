@@ -25,6 +25,7 @@ import sys
 
 from . import registry
 from .errors import SeqlearnError
+from .notices import quiet_third_party_notices
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -112,12 +113,13 @@ def _add_seq2seq_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _tag(args: argparse.Namespace) -> int:
-    from .tagger import Tagger, tag_lines
+    from .tagger import Tagger
+    from .tagger_cli import tag_lines
 
     if _missing_checkpoint("tag", args.ckpt):
         return 2
     tagger = Tagger.load_from_checkpoint(args.ckpt, map_location=args.device)
-    tag_lines(tagger, sys.stdin, sys.stdout, batch_size=args.batch_size, confidence=args.confidence)
+    tag_lines(tagger, sys.stdin, sys.stdout, batch_size=args.batch_size, confidence=args.confidence, scheme=args.scheme)
     return 0
 
 
@@ -147,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help="Tagger checkpoint (.ckpt) written by Lightning")
     p.add_argument("--batch-size", type=int, default=64, help="sentences tagged at once (default 64)")
     p.add_argument("--confidence", action="store_true", help="add a third column: the probability of the tag")
+    p.add_argument("--scheme", default=None, help="chunk scheme of the tags written (BIO, IOB1, BIOUL, BIOES; "
+                   "default: the scheme of the training data)")
     p.add_argument("--device", default="cpu", help="torch device to run on (default cpu)")
     p.set_defaults(func=_tag)
     p = sub.add_parser(
@@ -166,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_third_party_notices()
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if getattr(args, "passes_through", False):

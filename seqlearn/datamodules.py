@@ -48,7 +48,7 @@ TaggedSource = Union[str, os.PathLike, Sequence[TaggedSentence], None]
 _Example = TypeVar("_Example", ParallelExample, TaggedSentence)
 
 
-class _SplitsDataModule(pl.LightningDataModule):
+class SplitsDataModule(pl.LightningDataModule):
     """What both data modules share: splits read once, kept raw and encoded, and batched
     by a token budget.  Subclasses say how to read a source, build vocabularies, encode an
     example and collate a batch."""
@@ -254,7 +254,7 @@ def _encode_tags(vocab: Vocab, sentence: TaggedSentence, where: str) -> list[int
         ) from None
 
 
-class TranslationDataModule(_SplitsDataModule):
+class TranslationDataModule(SplitsDataModule):
     """Parallel data for :class:`~seqlearn.Seq2Seq`.
 
     train, valid, test: each a TSV path (``source<TAB>target``), a pair of line-aligned
@@ -372,7 +372,7 @@ class TranslationDataModule(_SplitsDataModule):
         return partial(collate_translation, src_pad=self.src_vocab.pad_index, tgt_pad=self.tgt_vocab.pad_index)
 
 
-class TaggingDataModule(_SplitsDataModule):
+class TaggingDataModule(SplitsDataModule):
     """Tagged sentences for :class:`~seqlearn.Tagger`, from CoNLL or CoNLL-U files.
 
     train, valid, test: each a path (CoNLL-U when the name ends in ``.conllu`` or

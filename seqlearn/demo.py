@@ -19,6 +19,7 @@ import sacrebleu
 import torch
 
 from .datamodules import TranslationDataModule
+from .notices import quiet_third_party_notices
 from .seq2seq import Seq2Seq
 
 
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    quiet_third_party_notices()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer.fit(model, data)
     trained = time.perf_counter() - start
     ckpt = out / "demo.ckpt"
-    trainer.save_checkpoint(ckpt)
+    trainer.save_checkpoint(ckpt, weights_only=False)  # with the optimizer state: training can resume from it
 
     model.eval()
     test = data.split("test")

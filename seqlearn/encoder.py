@@ -261,11 +261,11 @@ class RNNEncoder(nn.Module):
             raise ConfigError("streaming needs a unidirectional encoder: a backward direction reads the future")
 
     def init_state(
-        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
     ) -> dict[str, torch.Tensor]:
-        """The streaming state before the first token: each cell's zero state ``(batch, hidden)``."""
+        """The streaming state before the first token: each cell's zero state ``(batch_size, hidden)``."""
         self._check_streamable()
-        return self.pack_state([layer.cells[0].init_state(batch, device, dtype) for layer in self.layers])
+        return self.pack_state([layer.cells[0].init_state(batch_size, device, dtype) for layer in self.layers])
 
     def step(self, x: torch.Tensor, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One time step: ``x`` ``(batch, input_size)`` -> the top layer's output

@@ -96,10 +96,10 @@ class JordanEncoder(nn.Module):
     def output_size(self) -> int:
         return self.hidden_size
 
-    def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> JordanState:
+    def init_state(self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> JordanState:
         """Zero cell states and zero context (no output yet)."""
-        layers = [cell.init_state(batch, device, dtype) for cell in self.cells]
-        return JordanState(layers, torch.zeros(batch, self.feedback_size, device=device, dtype=dtype))
+        layers = [cell.init_state(batch_size, device, dtype) for cell in self.cells]
+        return JordanState(layers, torch.zeros(batch_size, self.feedback_size, device=device, dtype=dtype))
 
     def step(
         self, x: torch.Tensor, state: JordanState, readout: Readout, dropout_masks: Sequence[torch.Tensor] = ()

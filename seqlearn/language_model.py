@@ -11,7 +11,7 @@ Architecture: embedding -> stacked unidirectional layers of any registered cell
 (:class:`~seqlearn.encoder.RNNEncoder`) -> linear output layer over the vocabulary.
 Dropout is variational (Gal & Ghahramani 2016): one mask per stream and window, the same at
 every time step, on the embeddings (``input_dropout``), between layers and on the top
-layer's output (``dropout``).  ``tie_weights`` makes the output layer's weight *the*
+layer's output (``dropout``).  ``tie_embeddings`` makes the output layer's weight *the*
 embedding matrix (Press & Wolf 2017; Inan et al. 2017); when ``hidden_size`` differs from
 ``embedding_dim`` a linear projection maps the top layer's output to ``embedding_dim`` first.
 
@@ -19,7 +19,7 @@ Truncated backpropagation through time (TBPTT)
 ----------------------------------------------
 The data are parallel contiguous streams cut into windows of ``bptt`` tokens
 (:mod:`seqlearn.streams`).  Lightning 2 has no truncated-BPTT option any more, so the
-model does it itself: :meth:`training_step` starts each window from the final recurrent
+model does it itself: each training window (:meth:`batch_result`) starts from the final recurrent
 state of the previous window of the same split, *detached* (gradients flow back through
 one window only, while the state -- the context -- flows on through the whole stream).
 The state lives on the module between batches of an epoch, one per split (train,
@@ -39,18 +39,20 @@ the streams follow each other in order, which splitting batches over DDP process
 break, so a Trainer with several processes is a :class:`~seqlearn.errors.ConfigError`
 (use more parallel streams, ``batch_size``, for throughput).
 
-Logged metrics: ``train_loss`` (mean token NLL) each step, ``train_ppl`` each epoch,
-``val_loss`` and ``val_ppl`` each validation epoch (``test_*`` likewise), perplexity being
-``exp`` of the mean NLL over all tokens of the epoch.
+Logged metrics (by :class:`~seqlearn.training.TrainingModule`): ``train_loss`` (mean
+token NLL) each step, ``train_ppl`` each epoch, ``val_loss`` and ``val_ppl`` each
+validation epoch (``test_*`` likewise), perplexity being ``exp`` of the mean NLL over all
+tokens of the epoch.
 
 Generation and streaming
 ------------------------
 Sentences are separated by ``</s>`` in the streams, so a sentence starts after ``</s>`` and
 ends at the next one.  :meth:`generate` (greedy or beam search) and :meth:`sample`
 (temperature, top-k, top-p) continue prompts through the strategies of
-:mod:`seqlearn.search`, with :meth:`start` and :meth:`search_step` as the step protocol.
-Prompts are read as :mod:`seqlearn.inputs` reads sentences.
-:meth:`init_state` and :meth:`step` score a stream one token at a time with constant memory::
+:mod:`seqlearn.search`, with :meth:`start` and :meth:`search_step` as the search protocol
+(:class:`seqlearn.protocols.SearchModel`).  Prompts are read as :mod:`seqlearn.inputs`
+reads sentences.  :meth:`init_state` and :meth:`step` score a stream one token at a time
+with constant memory (:class:`seqlearn.protocols.StreamingModel`)::
 
     state = model.init_state()
     for token in "a dog runs".split():
@@ -64,25 +66,24 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.aggregation import MeanMetric
 
 from . import search
-from .batching import Padded, pad
+from .batching import Padded, StreamBatch, pad
 from .cells import State, map_state, state_tensors
 from .checkpoint_loading import SafeCheckpointLoading
 from .encoder import RNNEncoder, locked_dropout
 from .errors import ConfigError, check_hyperparameters
 from .inputs import MAX_INPUT_TOKENS, token_lists
-from .optim import OPTIMIZERS, build_optimizer
+from .optim import check_optimization, configure_optimization
+from .protocols import decode
+from .renamed import accepts_old_names
 from .search import Hypothesis
-from .streams import StreamBatch
 from .tokenizers import get_tokenizer
-from .training import TrainingModule, check_nonfinite_policy, evaluating
+from .training import BatchResult, TrainingModule, check_nonfinite_policy, evaluating
 from .vocab import Vocab
 
 __all__ = ["LanguageModel"]
 
-SPLITS = ("train", "val", "test")
 Tokens = int | str | Sequence[int | str] | torch.Tensor
 
 
@@ -96,19 +97,21 @@ class LanguageModel(SafeCheckpointLoading, TrainingModule):
     embedding_dim: input embeddings (and output layer when tied); hidden_size defaults to it.
     dropout, input_dropout: variational dropout between layers and on the output, and on
         the embeddings.
-    tie_weights: share the embedding matrix with the output layer.
+    tie_embeddings: share the embedding matrix with the output layer.
     carry_state: carry the detached state from window to window (truncated BPTT), or start
         every window from zeros.
     optimizer (``adam``, ``rmsprop``, ``sgd``), lr, weight_decay, momentum; lr_scheduler
-        ``"none"`` or ``"plateau"`` (multiply the learning rate by ``lr_gamma`` when
-        ``val_loss`` has not improved for ``lr_patience`` epochs, the classic recipe with SGD).
-        Clip gradients with the Trainer's ``gradient_clip_val``.
+        with lr_gamma, lr_step_size, lr_patience, lr_min (see :mod:`seqlearn.optim`), e.g.
+        ``"plateau"``: multiply the learning rate by ``lr_gamma`` when ``val_loss`` has not
+        improved for ``lr_patience`` epochs, the classic recipe with SGD.  Clip gradients
+        with the Trainer's ``gradient_clip_val``.
     on_nonfinite: ``"stop"`` (default) raises :class:`~seqlearn.errors.NonFiniteLossError`
         naming the window when the training loss is NaN or infinite; ``"skip"`` warns, leaves
         the weights alone and starts the next window from a zero state (see the module
         docstring).
     """
 
+    @accepts_old_names
     def __init__(
         self,
         vocab: Vocab | dict,
@@ -122,7 +125,7 @@ class LanguageModel(SafeCheckpointLoading, TrainingModule):
         num_layers: int = 2,
         dropout: float = 0.3,
         input_dropout: float = 0.1,
-        tie_weights: bool = True,
+        tie_embeddings: bool = True,
         carry_state: bool = True,
         optimizer: str = "adam",
         lr: float = 1e-3,
@@ -130,17 +133,15 @@ class LanguageModel(SafeCheckpointLoading, TrainingModule):
         momentum: float = 0.0,
         lr_scheduler: str = "none",
         lr_gamma: float = 0.25,
+        lr_step_size: int = 1,
         lr_patience: int = 0,
+        lr_min: float = 0.0,
         on_nonfinite: str = "stop",
     ):
         super().__init__()
         check_nonfinite_policy(on_nonfinite)
-        if isinstance(vocab, Vocab):
-            vocab = vocab.to_dict()
-        if optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
-        if lr_scheduler not in ("none", "plateau"):
-            raise ConfigError(f"lr_scheduler must be 'none' or 'plateau', got {lr_scheduler!r}")
+        vocab = Vocab.coerce(vocab, "vocab").to_dict()  # a plain hyperparameter
+        check_optimization("LanguageModel", optimizer, lr_scheduler, lr_gamma, lr_step_size)
         for name, p in (("dropout", dropout), ("input_dropout", input_dropout)):
             if not 0.0 <= p < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {p}")
@@ -154,17 +155,15 @@ class LanguageModel(SafeCheckpointLoading, TrainingModule):
         self.encoder = RNNEncoder(embedding_dim, hidden_size, cell, num_layers, bidirectional=False,
                                   dropout=dropout, cell_options=cell_options)  # fmt: skip
         self.projection = (
-            nn.Linear(hidden_size, embedding_dim) if tie_weights and hidden_size != embedding_dim else nn.Identity()
+            nn.Linear(hidden_size, embedding_dim) if tie_embeddings and hidden_size != embedding_dim else nn.Identity()
         )
-        self.output = nn.Linear(embedding_dim if tie_weights else hidden_size, len(self.vocab))
+        self.output = nn.Linear(embedding_dim if tie_embeddings else hidden_size, len(self.vocab))
         nn.init.normal_(self.embedding.weight, std=embedding_dim**-0.5)
-        if tie_weights:
+        if tie_embeddings:
             self.output.weight = self.embedding.weight
         # specials that never follow a token in a stream: masked, so search never emits them
         never = [i for i in (self.vocab.pad_index, self.vocab.bos_index) if i is not None]
         self.register_buffer("_never_next", torch.tensor(never, dtype=torch.long), persistent=False)
-        # mean token NLL of each split over an epoch ("nll_train"...; a ModuleDict key may not be "train")
-        self.nll = nn.ModuleDict({f"nll_{split}": MeanMetric() for split in SPLITS})
         #: the detached state each split's last window ended in (truncated BPTT)
         self._carried: dict[str, list[State] | None] = {}
 
@@ -206,33 +205,16 @@ class LanguageModel(SafeCheckpointLoading, TrainingModule):
         self._carried[split] = [map_state(torch.Tensor.detach, s) for s in finals] if carry else None
         return F.cross_entropy(logits.flatten(0, 1).float(), batch.target.flatten())
 
-    def _step(self, batch: StreamBatch, batch_idx: int, split: str) -> torch.Tensor:
-        with self.memory_advice(batch, batch_idx):
-            nll = self.window_nll(batch, split)
-        if split == "train" and not self.loss_is_finite(nll, batch, batch_idx):
-            # the window's final state may be non-finite too: the next window starts afresh
-            self._carried[split] = None
-            return self.skipped_batch_loss()
-        n = batch.target.numel()
-        self.nll[f"nll_{split}"].update(nll.detach(), n)
-        self.log(f"{split}_loss", nll, prog_bar=split == "train", on_step=split == "train", on_epoch=True,
-                 batch_size=n)  # fmt: skip
-        return nll
+    def batch_result(self, batch: StreamBatch, split: str) -> BatchResult:
+        """The mean token NLL of the window (see :meth:`window_nll`), for ``{split}_loss``
+        and ``{split}_ppl``."""
+        nll = self.window_nll(batch, split)
+        n = torch.tensor(batch.target.numel(), device=nll.device)
+        return BatchResult(nll, n, nll=nll.detach() * n)
 
-    def _log_perplexity(self, split: str) -> None:
-        metric = self.nll[f"nll_{split}"]
-        if metric.update_count:
-            self.log(f"{split}_ppl", torch.exp(metric.compute()), prog_bar=split == "val")
-        metric.reset()
-
-    def training_step(self, batch: StreamBatch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, batch_idx, "train")
-
-    def validation_step(self, batch: StreamBatch, batch_idx: int) -> None:
-        self._step(batch, batch_idx, "val")
-
-    def test_step(self, batch: StreamBatch, batch_idx: int) -> None:
-        self._step(batch, batch_idx, "test")
+    def on_skipped_batch(self) -> None:
+        # the skipped window's final state may be non-finite too: the next window starts afresh
+        self._carried["train"] = None
 
     def setup(self, stage: str) -> None:
         if self._distributed():
@@ -272,22 +254,8 @@ class LanguageModel(SafeCheckpointLoading, TrainingModule):
         return (f"Lower the data module's parallel streams batch_size or its window length bptt{now}, and keep the "
                 "effective batch with Trainer(accumulate_grad_batches=k)")  # fmt: skip
 
-    def on_train_epoch_end(self) -> None:
-        self._log_perplexity("train")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_perplexity("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_perplexity("test")
-
     def configure_optimizers(self) -> Any:
-        h = self.hparams
-        opt = build_optimizer(self, h.optimizer, h.lr, h.weight_decay, h.momentum)
-        if h.lr_scheduler == "none":
-            return opt
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=h.lr_gamma, patience=h.lr_patience)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
+        return configure_optimization(self)
 
     def perplexity(self, windows: Iterable[StreamBatch], carry_state: bool | None = None) -> float:
         """``exp`` of the mean token NLL over ``windows`` (e.g. ``datamodule.windows("valid")``),
@@ -306,9 +274,10 @@ class LanguageModel(SafeCheckpointLoading, TrainingModule):
         return float(torch.exp(torch.tensor(total / count)))
 
     # -- streaming ----------------------------------------------------------------------------
-    def init_state(self, batch: int = 1) -> dict[str, torch.Tensor]:
-        """The state before the first token of ``batch`` streams (zeros), for :meth:`step`."""
-        return self.encoder.init_state(batch, self.embedding.weight.device, self.embedding.weight.dtype)
+    @accepts_old_names
+    def init_state(self, batch_size: int = 1) -> dict[str, torch.Tensor]:
+        """The state before the first token of ``batch_size`` streams (zeros), for :meth:`step`."""
+        return self.encoder.init_state(batch_size, self.embedding.weight.device, self.embedding.weight.dtype)
 
     def token_ids(self, tokens: Tokens) -> torch.Tensor:
         """Token ids ``(N,)`` on the model's device from an id, a token string (looked up in
@@ -352,11 +321,12 @@ class LanguageModel(SafeCheckpointLoading, TrainingModule):
         return log_probs, state, None
 
     def _search(
-        self, prompts: str | Sequence[str | Sequence[str]], decode: Callable[..., list[list[Hypothesis]]],
+        self, prompts: str | Sequence[str | Sequence[str]], strategy: Callable[..., list[list[Hypothesis]]],
         batch_size: int, max_input_length: int | None, caller: str, **options: Any,
     ) -> list[list[Hypothesis]]:
-        """Continue each prompt (after ``</s>``: a new sentence) with ``decode``, a strategy
-        of :mod:`seqlearn.search`, in eval mode; hypotheses hold token strings."""
+        """Continue each prompt (after ``</s>``: a new sentence) with ``strategy`` (of
+        :mod:`seqlearn.search`) through the search protocol, in eval mode; hypotheses hold
+        token strings."""
         check_hyperparameters("LanguageModel", positive={"batch_size": batch_size})
         prompt_tokens = token_lists(prompts, self.tokenizer, caller=caller, max_length=max_input_length,
                                     lowercase=self.hparams.lowercase, keep="last")  # fmt: skip
@@ -365,9 +335,9 @@ class LanguageModel(SafeCheckpointLoading, TrainingModule):
             for begin in range(0, len(prompt_tokens), batch_size):
                 chunk = prompt_tokens[begin : begin + batch_size]
                 ids = [[eos, *self.vocab.encode(tokens)] for tokens in chunk]
-                state = self.start(pad([row[:-1] for row in ids], self.vocab.pad_index))
+                context = pad([row[:-1] for row in ids], self.vocab.pad_index)
                 first = torch.tensor([row[-1] for row in ids])
-                for tokens, hyps in zip(chunk, decode(self.search_step, state, bos_index=first, eos_index=eos,
+                for tokens, hyps in zip(chunk, decode(self, strategy, context, bos_index=first, eos_index=eos,
                                                       **options)):  # fmt: skip
                     results.append([Hypothesis([self.vocab.itos[i] for i in h.tokens], h.score, None, tokens)
                                     for h in hyps])  # fmt: skip

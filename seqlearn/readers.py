@@ -70,7 +70,7 @@ class TaggedSentence:
 # -- lines of a file ---------------------------------------------------------------------
 
 
-def _iter_lines(path: PathLike) -> Iterator[tuple[int, str]]:
+def iter_lines(path: PathLike) -> Iterator[tuple[int, str]]:
     """``(line_number, text)`` for each line of a plain or gzip file, without the line
     ending.  Decoding line by line lets an encoding error name its line."""
     path = os.fspath(path)
@@ -163,7 +163,7 @@ _Row = tuple[int, str, str, str, str]
 
 def _aligned_rows(src_path: PathLike, tgt_path: PathLike) -> Iterator[_Row]:
     src, tgt = os.fspath(src_path), os.fspath(tgt_path)
-    src_lines, tgt_lines = _iter_lines(src), _iter_lines(tgt)
+    src_lines, tgt_lines = iter_lines(src), iter_lines(tgt)
     with closing(src_lines), closing(tgt_lines):
         count = 0
         for a, b in zip_longest(src_lines, tgt_lines):
@@ -183,7 +183,7 @@ def _aligned_rows(src_path: PathLike, tgt_path: PathLike) -> Iterator[_Row]:
 
 def _tsv_rows(path: PathLike) -> Iterator[_Row]:
     path = os.fspath(path)
-    for line, text in _iter_lines(path):
+    for line, text in iter_lines(path):
         if "\t" in text:
             src, tgt = text.split("\t", 2)[:2]
             yield line, src.strip(), tgt.strip(), path, path
@@ -204,7 +204,7 @@ def _examples(
     skip_empty: bool,
 ) -> list[ParallelExample]:
     """Filter, tokenize (a chunk at a time, through ``tokenize_batch``) and collect rows."""
-    _check_limits(max_length, limit)
+    check_limits(max_length, limit)
     src_tok, tgt_tok = get_tokenizer(src_tokenizer), get_tokenizer(tgt_tokenizer)
     out: list[ParallelExample] = []
     skipped, first_skipped = 0, ""
@@ -223,8 +223,8 @@ def _examples(
                     raise DataError(f"empty {side} line (pass skip_empty=True to skip such pairs)", path, line)
                 skipped += 1
                 first_skipped = first_skipped or f"{path}:{line}"
-            src_tokens = _tokenize_batch(src_tok, [k[1] for k in kept])
-            tgt_tokens = _tokenize_batch(tgt_tok, [k[2] for k in kept])
+            src_tokens = tokenize_batch(src_tok, [k[1] for k in kept])
+            tgt_tokens = tokenize_batch(tgt_tok, [k[2] for k in kept])
             for (line, src, tgt), s, t in zip(kept, src_tokens, tgt_tokens):
                 if max_length is None or (len(s) <= max_length and len(t) <= max_length):
                     out.append(ParallelExample(src, tgt, s, t, line))
@@ -234,12 +234,14 @@ def _examples(
     return out[:limit] if limit is not None else out
 
 
-def _tokenize_batch(tokenizer: Any, texts: list[str]) -> list[list[str]]:
+def tokenize_batch(tokenizer: Any, texts: list[str]) -> list[list[str]]:
+    """The tokens of each text, through the tokenizer's own ``tokenize_batch`` when it has one."""
     batch = getattr(tokenizer, "tokenize_batch", None)  # plugin tokenizers may only have tokenize
     return list(batch(texts)) if batch is not None else [tokenizer.tokenize(t) for t in texts]
 
 
-def _check_limits(max_length: int | None, limit: int | None) -> None:
+def check_limits(max_length: int | None, limit: int | None) -> None:
+    """Raise ConfigError unless ``max_length`` is None or >= 1 and ``limit`` None or >= 0."""
     if max_length is not None and max_length < 1:
         raise ConfigError(f"max_length must be >= 1 or None, got {max_length}")
     if limit is not None and limit < 0:
@@ -260,11 +262,11 @@ def read_text(
     line, as for a language model); blank lines are skipped.  ``lowercase`` applies before
     tokenizing; ``limit`` stops after that many sentences.  A file without any text
     raises a DataError."""
-    _check_limits(None, limit)
+    check_limits(None, limit)
     path = os.fspath(path)
     tok = get_tokenizer(tokenizer)
     out: list[list[str]] = []
-    lines = _iter_lines(path)
+    lines = iter_lines(path)
     with closing(lines):
         texts = (text.strip() for _, text in lines)
         texts = (text.lower() if lowercase else text for text in texts if text)
@@ -272,7 +274,7 @@ def read_text(
             chunk = list(islice(texts, _CHUNK if limit is None else min(_CHUNK, limit - len(out))))
             if not chunk:
                 break
-            out.extend(tokens for tokens in _tokenize_batch(tok, chunk) if tokens)
+            out.extend(tokens for tokens in tokenize_batch(tok, chunk) if tokens)
     if not out and limit != 0:
         raise DataError("no text: every line is blank", path)
     return out
@@ -383,9 +385,9 @@ def _sentences(
 ) -> list[TaggedSentence]:
     """Group lines into sentences at blank lines; ``fields(line, text)`` gives a line's
     ``(token, tag)``, or None for a line to skip."""
-    _check_limits(max_length, limit)
+    check_limits(max_length, limit)
     out: list[TaggedSentence] = []
-    blocks = _blocks(_iter_lines(path), fields)
+    blocks = _blocks(iter_lines(path), fields)
     with closing(blocks):
         for first, tokens, tags in blocks:
             if limit is not None and len(out) >= limit:

@@ -16,38 +16,42 @@ vocabularies and tokenizers with the weights, and checkpoints load with
 ``torch.load(path, weights_only=True)`` -- the only way seqlearn loads them (see
 :mod:`seqlearn.checkpoint_loading`).  The provenance of every registry-built component
 (name, distribution, version) is saved beside them under ``checkpoint["seqlearn"]``.
+
+This module holds the network and its training; inference (``translate``, ``sample``,
+``score``) is in :mod:`seqlearn.translation` and fine-tuning (``from_pretrained``,
+``extend_vocab``) in :mod:`seqlearn.finetuning`, both parts of :class:`Seq2Seq`.  Search
+drives the model through :class:`seqlearn.protocols.SearchModel`: :meth:`Seq2Seq.start`
+and :meth:`Seq2Seq.search_step`.
 """
 from __future__ import annotations
 
-import inspect
 import math
-import os
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import sacrebleu
 import torch
 from torch import nn
 
 from . import registry, search
-from .batching import Padded, TranslationBatch, pad
-from .checkpoint_loading import SafeCheckpointLoading, load_checkpoint
+from .batching import Padded, TranslationBatch
+from .checkpoint_loading import SafeCheckpointLoading
 from .encoder import RNNEncoder
-from .errors import CheckpointError, ConfigError, check_hyperparameters
-from .inputs import MAX_INPUT_TOKENS, length_batches, token_lists
+from .errors import ConfigError, check_hyperparameters
+from .finetuning import FineTuningMethods
 from .loss import label_smoothed_nll, linear_label_smoothed_nll
-from .optim import OPTIMIZERS, build_optimizer
+from .optim import check_optimization, configure_optimization
 from .search import Hypothesis
 from .tokenizers import get_tokenizer
-from .training import TrainingModule, check_nonfinite_policy, evaluating
+from .training import BatchResult, TrainingModule, check_nonfinite_policy
+from .translation import SEARCH_PRECISIONS, TranslationMethods, default_max_length
 from .vocab import Vocab
 
-__all__ = ["Seq2Seq", "TeacherForcing", "label_smoothed_nll"]
+__all__ = ["Seq2Seq", "TeacherForcing", "Hypothesis", "label_smoothed_nll", "default_max_length", "SEARCH_PRECISIONS"]
 
 FREEZABLE = ("encoder", "decoder", "embeddings", "src_embedding", "tgt_embedding")
-#: ``precision`` of search -> autocast dtype ("32": no autocast)
-SEARCH_PRECISIONS = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -100,21 +104,6 @@ class TeacherForcing:
         return min(1.0, max(self.minimum, p))
 
 
-def default_max_length(longest_source: int) -> int:
-    """Decoding steps allowed when the caller names none: 100, or twice the longest source
-    plus 10 when that is more.  A constant for ordinary sentences keeps a translation the
-    same whatever batch it is decoded in."""
-    return max(100, 2 * longest_source + 10)
-
-
-def _as_vocab(vocab: Vocab | dict[str, Any], side: str) -> Vocab:
-    if isinstance(vocab, Vocab):
-        return vocab
-    if isinstance(vocab, dict):
-        return Vocab.from_dict(vocab, source=f"{side} vocabulary")
-    raise ConfigError(f"{side}_vocab must be a Vocab or its to_dict(), got {type(vocab).__name__}")
-
-
 def _tokenizer_name(tokenizer: Any, side: str) -> str:
     """The registry name a checkpoint stores for a tokenizer."""
     if isinstance(tokenizer, str):
@@ -128,17 +117,7 @@ def _tokenizer_name(tokenizer: Any, side: str) -> str:
     return prov.name
 
 
-def _remap_rows(fresh: torch.Tensor, old: torch.Tensor, old_itos: Sequence[str], new_stoi: dict[str, int]) -> torch.Tensor:
-    """``fresh`` with the rows of tokens known to ``old_itos`` copied from ``old``, by token string."""
-    pairs = [(i, new_stoi[t]) for i, t in enumerate(old_itos) if t in new_stoi]
-    out = fresh.clone()
-    if pairs:
-        old_rows, new_rows = zip(*pairs)
-        out[list(new_rows)] = old[list(old_rows)].to(out.dtype)
-    return out
-
-
-class Seq2Seq(SafeCheckpointLoading, TrainingModule):
+class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, TrainingModule):
     """Encoder-decoder RNN with attention; components are registry names.
 
     Architecture: ``cell`` (``rnn``/``lstm``/``gru`` or a plugin), ``attention``
@@ -156,8 +135,9 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
     decided per token) or ``scheduled_sampling`` with ``sampling_k``, ``sampling_c``,
     ``sampling_min`` (see :class:`TeacherForcing`); ``optimizer`` (``adam``, ``rmsprop``,
     ``sgd``) with ``lr``, ``weight_decay``, ``momentum``; ``lr_scheduler`` (``none``,
-    ``plateau`` on ``val_loss``, ``step``, ``exponential``, ``cosine``) with ``lr_gamma``,
-    ``lr_step_size``, ``lr_patience``, ``lr_min``; ``freeze`` (any of ``encoder``,
+    ``plateau`` on ``val_loss``, ``step``, ``exponential``, ``cosine``, ``inverse-time``; see
+    :mod:`seqlearn.optim`) with ``lr_gamma``, ``lr_step_size``, ``lr_patience``,
+    ``lr_min``; ``freeze`` (any of ``encoder``,
     ``decoder``, ``embeddings``, ``src_embedding``, ``tgt_embedding``).  Gradient clipping
     is the Trainer's (``gradient_clip_val``).  ``val_bleu``: greedy-decode the validation set
     and log sacreBLEU of the detokenized text each epoch.
@@ -209,7 +189,7 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         on_nonfinite: str = "stop",
     ):
         super().__init__()
-        src, tgt = _as_vocab(src_vocab, "src"), _as_vocab(tgt_vocab, "tgt")
+        src, tgt = Vocab.coerce(src_vocab, "src_vocab"), Vocab.coerce(tgt_vocab, "tgt_vocab")
         for side, vocab in (("src", src), ("tgt", tgt)):
             if vocab.pad_index is None or vocab.eos_index is None or vocab.unk_index is None:
                 raise ConfigError(f"{side}_vocab needs the <pad>, <unk> and </s> specials")
@@ -218,10 +198,7 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         unknown = set(freeze) - set(FREEZABLE)
         if unknown:
             raise ConfigError(f"cannot freeze {sorted(unknown)}; choose from {', '.join(FREEZABLE)}")
-        if optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer must be adam, rmsprop or sgd; got {optimizer!r}")
-        if lr_scheduler not in ("none", "plateau", "step", "exponential", "cosine"):
-            raise ConfigError(f"lr_scheduler must be none, plateau, step, exponential or cosine; got {lr_scheduler!r}")
+        check_optimization("Seq2Seq", optimizer, lr_scheduler, lr_gamma, lr_step_size)
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         sizes = {"embedding_dim": embedding_dim, "hidden_size": hidden_size, "encoder_layers": encoder_layers,
@@ -270,8 +247,6 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         if tie_embeddings:
             self.generator.weight = self.tgt_embedding.weight
         self._freeze(freeze)
-        self._epoch_sums: dict[str, list[torch.Tensor]] = {}
-        self._bleu_pairs: tuple[list[str], list[str]] = ([], [])
 
     def _reset_embeddings(self) -> None:
         # N(0, 1/d): a tied output layer then starts with logits of unit scale
@@ -323,13 +298,21 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         """Search protocol: the decoder state for ``src`` (every tensor batch-first)."""
         return self.decoder.init_state(*self.encode(src))
 
+    def search_step(
+        self, prev_tokens: torch.Tensor, state: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+        """Search protocol: log-probabilities ``(N, V)`` (float32) of the token after
+        ``prev_tokens`` ``(N,)``, the new state and the attention ``(N, src_len)`` (None for
+        ``plain``)."""
+        out, state, attn = self.decoder.step(self.dropout(self.tgt_embedding(prev_tokens)), state)
+        return torch.log_softmax(self._logits(out), -1, dtype=torch.float32), state, attn
+
     def step(
         self, prev_tokens: torch.Tensor, state: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
-        """Search protocol: log-probabilities ``(N, V)`` of the token after ``prev_tokens``
-        ``(N,)``, the new state and the attention ``(N, src_len)`` (None for ``plain``)."""
-        out, state, attn = self.decoder.step(self.dropout(self.tgt_embedding(prev_tokens)), state)
-        return torch.log_softmax(self._logits(out), -1, dtype=torch.float32), state, attn
+        """Deprecated: :meth:`search_step` (``step`` is the streaming step of the other models)."""
+        warnings.warn("Seq2Seq.step is deprecated, use Seq2Seq.search_step", FutureWarning, stacklevel=2)
+        return self.search_step(prev_tokens, state)
 
     def _logits(self, out: torch.Tensor) -> torch.Tensor:
         """Next-token logits ``(..., V)`` from decoder outputs ``(..., out)``; ``-inf`` for
@@ -388,30 +371,27 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         return loss_sum / n_tokens.clamp(min=1), nll_sum, n_tokens
 
     # Lightning ----------------------------------------------------------------------------
-    def training_step(self, batch: TranslationBatch, batch_idx: int) -> torch.Tensor:
+    def batch_result(self, batch: TranslationBatch, split: str) -> BatchResult:
+        """Label-smoothed token loss and NLL (for ``{split}_ppl``); in training the gold
+        tokens are fed with the scheduled probability, and in validation with ``val_bleu``
+        the greedy translations and their references are the outputs ``val_bleu`` is read from."""
         p = self.gold_probability()
-        with self.memory_advice(batch, batch_idx):
-            loss, nll, n = self.batch_loss(batch, p)
-        global_loss = self.global_mean(loss, n)
-        if not self.loss_is_finite(global_loss, batch, batch_idx):
-            return self.skipped_batch_loss()
-        self.log("train_loss", global_loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=int(n),
-                 sync_dist=self._distributed())
-        if self.teacher_forcing.schedule != "none":
+        loss, nll, n = self.batch_loss(batch, p)
+        if split == "train" and self.teacher_forcing.schedule != "none":
             self.log("gold_probability", p, on_step=True, on_epoch=False)
-        self._accumulate("train", loss * n, nll, n)
-        return global_loss
-
-    def validation_step(self, batch: TranslationBatch, batch_idx: int) -> torch.Tensor:
-        with self.memory_advice(batch, batch_idx):
-            loss, nll, n = self.batch_loss(batch, 1.0)
-        self._accumulate("val", loss * n, nll, n)
-        if self.hparams.val_bleu:
-            hyps = self._search(batch.src, search.greedy_search)
+        outputs: list[tuple[str, str]] = []
+        if split == "val" and self.hparams.val_bleu:
             detok = self.tgt_tokenizer.detokenize
-            self._bleu_pairs[0].extend(detok(self._strings(h[0].tokens)) for h in hyps)
-            self._bleu_pairs[1].extend(self._references(batch))
-        return loss
+            hyps = [detok(self._strings(h[0].tokens)) for h in self._search(batch.src, search.greedy_search)]
+            outputs = list(zip(hyps, self._references(batch)))
+        return BatchResult(loss, n, nll=nll, outputs=outputs)
+
+    def epoch_metrics(self, split: str, sums: dict[str, torch.Tensor], outputs: list[Any]) -> dict[str, float]:
+        """``val_bleu``: sacreBLEU of the detokenized greedy translations of the validation set."""
+        if split != "val" or not outputs:
+            return {}
+        hyps, refs = zip(*outputs)
+        return {"val_bleu": sacrebleu.corpus_bleu(list(hyps), [list(refs)]).score}
 
     def _references(self, batch: TranslationBatch) -> list[str]:
         """The validation references of ``batch`` as text: the data module's raw target
@@ -424,315 +404,5 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         detok = self.tgt_tokenizer.detokenize
         return [detok(self.tgt_vocab.decode(ids)) for ids in batch.tgt.ids.tolist()]
 
-    def _accumulate(self, split: str, loss_sum: torch.Tensor, nll: torch.Tensor, n: torch.Tensor) -> None:
-        sums = self._epoch_sums.setdefault(split, [torch.zeros((), device=nll.device)] * 3)
-        self._epoch_sums[split] = [sums[0] + loss_sum.detach(), sums[1] + nll.detach(), sums[2] + n]
-
-    def _log_epoch(self, split: str) -> None:
-        """``{split}_ppl`` (and ``val_loss``) of the epoch, from sums over all processes."""
-        sums = self._epoch_sums.pop(split, None)
-        # every process takes part in the sum, also one that saw no batch
-        loss_sum, nll_sum, n = self.sum_across_processes(sums or [torch.zeros((), device=self.device)] * 3)
-        if n > 0:
-            sync = self._distributed()  # the values are global already; this keeps Lightning quiet
-            if split == "val":
-                self.log("val_loss", (loss_sum / n).item(), prog_bar=True, sync_dist=sync)
-            self.log(f"{split}_ppl", torch.exp(nll_sum / n).item(), prog_bar=split == "val", sync_dist=sync)
-
-    def on_train_epoch_end(self) -> None:
-        self._log_epoch("train")
-
-    def on_validation_epoch_start(self) -> None:
-        self._epoch_sums.pop("val", None)
-        self._bleu_pairs = ([], [])
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-        if self.hparams.val_bleu:
-            hyps, refs = (self.gather_across_processes(items) for items in self._bleu_pairs)
-            if hyps:
-                self.log("val_bleu", sacrebleu.corpus_bleu(hyps, [refs]).score, prog_bar=True,
-                         sync_dist=self._distributed())
-        self._bleu_pairs = ([], [])
-
     def configure_optimizers(self) -> Any:
-        h = self.hparams
-        opt = build_optimizer(self, h.optimizer, h.lr, h.weight_decay, h.momentum)
-        if h.lr_scheduler == "none":
-            return opt
-        if h.lr_scheduler == "plateau":
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                opt, factor=h.lr_gamma, patience=h.lr_patience, min_lr=h.lr_min
-            )
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
-        if h.lr_scheduler == "step":
-            scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=h.lr_step_size, gamma=h.lr_gamma)
-        elif h.lr_scheduler == "exponential":
-            scheduler = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=h.lr_gamma)
-        else:
-            epochs = self.trainer.max_epochs if self._trainer is not None and self.trainer.max_epochs else -1
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                opt, T_max=epochs if epochs > 0 else h.lr_step_size, eta_min=h.lr_min
-            )
-        return {"optimizer": opt, "lr_scheduler": scheduler}
-
-    # inference ----------------------------------------------------------------------------
-    def _strings(self, ids: Iterable[int]) -> list[str]:
-        itos = self.tgt_vocab.itos
-        return [itos[i] for i in ids]
-
-    def _source_batch(self, token_lists: Sequence[Sequence[str]]) -> Padded:
-        ids = [self.src_vocab.encode(tokens, add_eos=True) for tokens in token_lists]
-        return pad(ids, self.src_vocab.pad_index).to(self.device)
-
-    def _search(self, src: Padded, decode: Callable[..., list[list[Hypothesis]]], max_length: int | None = None,
-                precision: str = "32", **options: Any) -> list[list[Hypothesis]]:
-        """``decode`` (a strategy of :mod:`seqlearn.search`) run on a source batch, in eval
-        mode without gradients, at ``precision`` (see :meth:`translate`).  Hypotheses hold
-        token ids."""
-        if precision not in SEARCH_PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(SEARCH_PRECISIONS)}; got {precision!r}")
-        # step() returns float32 log-probabilities, so scores add up in float32 under autocast;
-        # no_grad, not inference_mode, under autocast: only then does autocast cast each weight
-        # once per batch instead of at every step (it caches casts of tensors that require grad)
-        autocast = precision != "32"
-        with evaluating(self), torch.no_grad() if autocast else torch.inference_mode(), torch.autocast(
-            self.device.type, dtype=SEARCH_PRECISIONS[precision], enabled=autocast
-        ):
-            state = self.start(src)
-            return decode(
-                self.step, state, bos_index=self.tgt_vocab.bos_index, eos_index=self.tgt_vocab.eos_index,
-                max_length=max_length or default_max_length(int(src.lengths.max())), **options,
-            )
-
-    def _decode_inputs(
-        self, sources: list[list[str]], batch_size: int, return_attention: bool,
-        run: Callable[[Padded, int], list[list[Hypothesis]]],
-    ) -> list[list[Hypothesis]]:
-        check_hyperparameters("Seq2Seq", positive={"batch_size": batch_size})
-        longest = max((len(t) + 1 for t in sources), default=1)
-        results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, None, [])] for _ in sources]  # empty in, empty out
-        for chunk in length_batches(sources, batch_size):
-            src = self._source_batch([sources[i] for i in chunk])
-            for i, src_len, hyps in zip(chunk, src.lengths.tolist(), run(src, longest)):
-                results[i] = [
-                    Hypothesis(
-                        self._strings(h.tokens),
-                        h.score,
-                        h.attention[:, :src_len].float().cpu() if return_attention and h.attention is not None else None,
-                        sources[i],
-                    )
-                    for h in hyps
-                ]
-        return results
-
-    def translate(
-        self,
-        inputs: str | Sequence[str | Sequence[str]],
-        beam_size: int = 1,
-        n_best: int = 1,
-        max_length: int | None = None,
-        length_penalty: str | None = None,
-        return_attention: bool = False,
-        *,
-        alpha: float = 1.0,
-        min_length: int = 0,
-        block_ngram_repeat: int = 0,
-        coverage_penalty: float = 0.0,
-        batch_size: int = 64,
-        max_input_length: int | None = MAX_INPUT_TOKENS,
-        precision: str = "32",
-        stopping: str = "exact",
-    ) -> list[list[Hypothesis]]:
-        """Translate sentences (strings, tokenized with the model's source tokenizer) or token
-        lists.  Returns, per input, up to ``n_best`` :class:`~seqlearn.search.Hypothesis`
-        objects, best first, their tokens strings; each carries its ``source`` tokens.
-
-        Inputs (see :mod:`seqlearn.inputs`): one string is one sentence; a sentence is a
-        string or a list of token strings.  A source token the vocabulary does not know is
-        read as ``<unk>`` (``source`` keeps it as given, so attention columns still align
-        with it).  An empty or whitespace-only sentence gives one empty hypothesis
-        (``tokens == []``, score 0, ``source == []``), not an error.  A sentence longer than
-        ``max_input_length`` tokens (default :data:`~seqlearn.inputs.MAX_INPUT_TOKENS`, 512;
-        None for no limit) is cut to that many, with a
-        :class:`~seqlearn.errors.TruncationWarning`.  ``None``, numbers, bytes or token lists
-        holding non-strings raise :class:`~seqlearn.errors.InputError`.
-
-        ``beam_size == 1`` without length or coverage penalty or n-gram blocking is greedy
-        search; otherwise beam search (see :func:`seqlearn.search.beam_search` for
-        ``length_penalty`` ``"gnmt"``/``"average"`` with ``alpha``, ``stopping`` and the rest).
-        ``max_length`` counts decoding steps, ``</s>`` included (default:
-        :func:`default_max_length` of the longest input).  ``precision="bf16"`` runs the
-        matrix products in bfloat16 (autocast; scores stay float32): several times faster on
-        CPUs with AVX512-BF16 or AMX and on recent GPUs, usually with the same translations
-        (``"16"``: float16, for GPUs).  With ``return_attention`` each
-        hypothesis carries its attention ``(steps, src_len + 1)``: a row per scored step
-        (``</s>`` included), a column per source token and the source's ``</s>``.
-        """
-        options = {"beam_size": beam_size, "n_best": n_best, "length_penalty": length_penalty, "alpha": alpha,
-                   "block_ngram_repeat": block_ngram_repeat, "coverage_penalty": coverage_penalty, "stopping": stopping}
-
-        def decode(step: Any, state: dict[str, torch.Tensor], **common: Any) -> list[list[Hypothesis]]:
-            return search.most_probable(step, state, src_mask=state["mask"], per_sentence=self.decoder.per_sentence,
-                                        **common)
-
-        return self._decode_inputs(
-            token_lists(inputs, self.src_tokenizer, caller="translate", max_length=max_input_length),
-            batch_size, return_attention,
-            lambda src, longest: self._search(
-                src, decode, max_length or default_max_length(longest), precision, min_length=min_length, **options
-            ),
-        )
-
-    def sample(
-        self,
-        inputs: str | Sequence[str | Sequence[str]],
-        num_samples: int = 1,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        max_length: int | None = None,
-        return_attention: bool = False,
-        generator: torch.Generator | None = None,
-        batch_size: int = 64,
-        max_input_length: int | None = MAX_INPUT_TOKENS,
-        precision: str = "32",
-    ) -> list[list[Hypothesis]]:
-        """Sampled translations (see :func:`seqlearn.search.sample`); inputs and ``precision``
-        as for :meth:`translate`."""
-        options = {"num_samples": num_samples, "temperature": temperature, "top_k": top_k, "top_p": top_p,
-                   "generator": generator}
-        return self._decode_inputs(
-            token_lists(inputs, self.src_tokenizer, caller="sample", max_length=max_input_length),
-            batch_size, return_attention,
-            lambda src, longest: self._search(
-                src, search.sample, max_length or default_max_length(longest), precision, **options
-            ),
-        )
-
-    def show_attention(self, inputs: str | Sequence[str | Sequence[str]], beam_size: int = 1, n_best: int = 1,
-                       **translate_options: Any) -> Any:
-        """Translate ``inputs`` and show each hypothesis' attention in a notebook widget
-        (:class:`seqlearn.widgets.AttentionView`; needs the ``notebook`` extra)."""
-        from .widgets import show_model_attention
-
-        return show_model_attention(self, inputs, beam_size=beam_size, n_best=n_best, **translate_options)
-
-    def show_hidden_states(self, sentence: str | Sequence[str], **view_options: Any) -> Any:
-        """Show the encoder's per-token hidden states and gate activations for ``sentence``
-        (:class:`seqlearn.widgets.HiddenStateView`)."""
-        from .widgets import show_hidden_states
-
-        return show_hidden_states(self, sentence, **view_options)
-
-    def score(
-        self, sources: Sequence[str | Sequence[str]], targets: Sequence[str | Sequence[str]], batch_size: int = 64
-    ) -> torch.Tensor:
-        """Summed log-probability of each target given its source (``</s>`` included),
-        teacher-forced in eval mode: ``(len(sources),)``.  Sentences as for :meth:`translate`,
-        never truncated."""
-        src_lists = token_lists(sources, self.src_tokenizer, caller="score", max_length=None)
-        tgt_lists = token_lists(targets, self.tgt_tokenizer, caller="score", max_length=None)
-        if len(src_lists) != len(tgt_lists):
-            raise ConfigError(f"score: {len(src_lists)} sources but {len(tgt_lists)} targets")
-        scores = []
-        with evaluating(self):
-            for start in range(0, len(src_lists), batch_size):
-                src = self._source_batch(src_lists[start : start + batch_size])
-                tgt = pad(
-                    [self.tgt_vocab.encode(t, add_bos=True, add_eos=True) for t in tgt_lists[start : start + batch_size]],
-                    self.tgt_vocab.pad_index,
-                ).ids.to(self.device)
-                log_probs = torch.log_softmax(self(src, tgt[:, :-1]).float(), -1)
-                gold = tgt[:, 1:]
-                token_scores = log_probs.gather(-1, gold.unsqueeze(-1)).squeeze(-1)
-                scores.append(token_scores.masked_fill(gold == self.tgt_vocab.pad_index, 0.0).sum(1).cpu())
-        return torch.cat(scores) if scores else torch.zeros(0)
-
-    # fine-tuning ----------------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(
-        cls,
-        checkpoint: str | os.PathLike | "Seq2Seq",
-        *,
-        src_vocab: Vocab | dict[str, Any] | None = None,
-        tgt_vocab: Vocab | dict[str, Any] | None = None,
-        extend_src: Iterable[str] = (),
-        extend_tgt: Iterable[str] = (),
-        freeze: Sequence[str] = (),
-        map_location: str | torch.device = "cpu",
-        **overrides: Any,
-    ) -> "Seq2Seq":
-        """A model to fine-tune, from a checkpoint file or a model, in one call.
-
-        The new vocabularies are ``src_vocab``/``tgt_vocab`` (default: the checkpoint's),
-        extended by the tokens ``extend_src``/``extend_tgt``.  Rows of embeddings and output
-        layer whose token (by string) the checkpoint knows are copied bit for bit; the others
-        keep the fresh initialization.  ``freeze`` names parts to keep fixed
-        (``encoder``, ``decoder``, ``embeddings``, ``src_embedding``, ``tgt_embedding``);
-        ``overrides`` replace training hyperparameters (``lr``, ``scheduled_sampling``...).
-
-        A checkpoint file is read safely (see :mod:`seqlearn.checkpoint_loading`); one that
-        is not a Seq2Seq checkpoint, or whose weights do not fit its vocabularies, raises
-        :class:`~seqlearn.errors.CheckpointError`.  A vocabulary of the wrong kind raises
-        :class:`~seqlearn.errors.VocabError` or :class:`~seqlearn.errors.ConfigError`.
-        """
-        if isinstance(checkpoint, Seq2Seq):
-            hparams, weights, where = dict(checkpoint.hparams), checkpoint.state_dict(), "the given model"
-        else:
-            ckpt = load_checkpoint(checkpoint, map_location, cls)
-            hparams, weights, where = dict(ckpt["hyper_parameters"]), ckpt["state_dict"], os.fspath(checkpoint)
-        unknown = sorted(set(overrides) - set(inspect.signature(cls.__init__).parameters))
-        if unknown:
-            raise ConfigError(f"from_pretrained: unknown hyperparameter(s) {', '.join(unknown)}")
-        old = {side: Vocab.from_dict(hparams[f"{side}_vocab"], source=f"{where}: {side}_vocab") for side in ("src", "tgt")}
-        new = {}
-        for side, given, extra in (("src", src_vocab, extend_src), ("tgt", tgt_vocab, extend_tgt)):
-            vocab = Vocab.from_dict((old[side] if given is None else _as_vocab(given, side)).to_dict())
-            vocab.extend(extra)
-            new[side] = vocab
-        hparams.update(overrides, src_vocab=new["src"], tgt_vocab=new["tgt"], freeze=list(freeze))
-        model = cls(**hparams)
-        try:
-            model._load_remapped(weights, old)
-        except (KeyError, IndexError, RuntimeError) as exc:
-            raise CheckpointError(
-                f"{where}: its weights do not fit the model its hyperparameters describe ({type(exc).__name__}: {exc})"
-            ) from exc
-        return model
-
-    def extend_vocab(self, src_tokens: Iterable[str] = (), tgt_tokens: Iterable[str] = ()) -> tuple[list[str], list[str]]:
-        """Append tokens to the vocabularies in place, growing embeddings and output layer:
-        old rows are kept bit for bit, new rows freshly initialized.  Returns the tokens
-        added on each side.  Build the optimizer (``Trainer.fit``) afterwards."""
-        weights = self.state_dict()
-        old = {"src": Vocab.from_dict(self.src_vocab.to_dict()), "tgt": Vocab.from_dict(self.tgt_vocab.to_dict())}
-        added = self.src_vocab.extend(src_tokens), self.tgt_vocab.extend(tgt_tokens)
-        self.hparams.src_vocab, self.hparams.tgt_vocab = self.src_vocab.to_dict(), self.tgt_vocab.to_dict()
-        h = self.hparams
-        device = self.generator.weight.device
-        self.src_embedding = nn.Embedding(len(self.src_vocab), h.embedding_dim, padding_idx=self.src_vocab.pad_index)
-        self.tgt_embedding = nn.Embedding(len(self.tgt_vocab), h.embedding_dim, padding_idx=self.tgt_vocab.pad_index)
-        self.generator = nn.Linear(self.generator.in_features, len(self.tgt_vocab))
-        self._reset_embeddings()
-        if h.tie_embeddings:
-            self.generator.weight = self.tgt_embedding.weight
-        self.to(device)
-        self._load_remapped(weights, old)
-        self._freeze(h.freeze)
-        return added
-
-    def _load_remapped(self, weights: dict[str, torch.Tensor], old: dict[str, Vocab]) -> None:
-        """Load ``weights`` saved with vocabularies ``old``, mapping vocabulary rows by token string."""
-        rows = {
-            "src_embedding.weight": "src",
-            "tgt_embedding.weight": "tgt",
-            "generator.weight": "tgt",
-            "generator.bias": "tgt",
-        }
-        fresh = self.state_dict()
-        weights = dict(weights)
-        for key, side in rows.items():
-            new_vocab = self.src_vocab if side == "src" else self.tgt_vocab
-            weights[key] = _remap_rows(fresh[key], weights[key], old[side].itos, new_vocab.stoi)
-        self.load_state_dict(weights)
+        return configure_optimization(self)

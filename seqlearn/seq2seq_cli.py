@@ -19,6 +19,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from .checkpoint_loading import load_checkpoint
 from .datamodules import TranslationDataModule
 from .errors import ConfigError, SeqlearnError
+from .renamed import renaming_hint
 from .seq2seq import Seq2Seq
 from .vocab import Vocab
 
@@ -76,7 +77,7 @@ def config_errors(args: list[str]) -> Iterator[None]:
         yield
     except ArgumentError as exc:
         configs = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg in ("--config", "-c")]
-        raise ConfigError(f"{', '.join(configs) or 'command line'}: {exc}") from exc
+        raise ConfigError(f"{', '.join(configs) or 'command line'}: {exc}{renaming_hint(str(exc))}") from exc
     except SeqlearnError:
         raise
     except ValueError as exc:

@@ -35,11 +35,12 @@ A language model exports its step alone: its state starts at zeros
 reads the prompt ``</s> w1 ... wn`` through the same step, ``wn`` being the first token
 fed to the greedy loop.
 
-:meth:`ExportedSeq2Seq.start`/:meth:`~ExportedSeq2Seq.step` and
-:meth:`ExportedLanguageModel.start`/:meth:`~ExportedLanguageModel.step` follow the search
-protocol of :mod:`seqlearn.search` (a dict state with the batch in dim 0), so
-``seqlearn.search.beam_search(model.step, model.start(ids, lengths), ...)`` runs beam
-search over the exported graphs too.
+:meth:`ExportedSeq2Seq.start`/:meth:`~ExportedSeq2Seq.search_step` and
+:meth:`ExportedLanguageModel.start`/:meth:`~ExportedLanguageModel.search_step` follow the
+search protocol of :mod:`seqlearn.search` (a dict state with the batch in dim 0; ``step``
+is the same method under its 0.1.0 name), so
+``seqlearn.search.beam_search(model.search_step, model.start(ids, lengths), ...)`` runs
+beam search over the exported graphs too.
 """
 from __future__ import annotations
 
@@ -165,17 +166,21 @@ def greedy_decode(step: Step, state: State, first: torch.Tensor, eos: int, max_l
 
 
 class _Stepping(_Exported):
-    """An exported model with a ``step`` graph under the search protocol of :mod:`seqlearn.search`."""
+    """An exported model with a ``step`` graph under the search protocol of :mod:`seqlearn.search`
+    (``start`` and ``search_step``, as ``seqlearn.protocols.SearchModel``)."""
 
     def __init__(self, directory: str | os.PathLike, manifest: dict[str, Any]):
         super().__init__(directory, manifest)
         self.carried: list[str] = manifest["state"]["carried"]
 
-    def step(self, prev_tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State, torch.Tensor | None]:
+    def search_step(self, prev_tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State, torch.Tensor | None]:
         """Search protocol: log-probabilities ``(N, V)`` of the token after ``prev_tokens``
         ``(N,)``, the new state, and the attention ``(N, src_len)`` (None without attention)."""
         out = self.graphs["step"](prev_tokens=prev_tokens, **state)
         return out["log_probs"], {**state, **{name: out[f"next.{name}"] for name in self.carried}}, out.get("attention")
+
+    #: the name seqlearn 0.1.0 served :meth:`search_step` under
+    step = search_step
 
 
 class ExportedSeq2Seq(_Stepping):
@@ -194,7 +199,8 @@ class ExportedSeq2Seq(_Stepping):
         """The most probable token at each step, for ``max_length`` steps at most; each row's
         ids stop before its ``</s>``."""
         first = torch.full((src_ids.size(0),), self.tgt.special("<s>"), dtype=torch.long)
-        return greedy_decode(self.step, self.start(src_ids, src_lengths), first, self.tgt.special("</s>"), max_length)
+        return greedy_decode(self.search_step, self.start(src_ids, src_lengths), first, self.tgt.special("</s>"),
+                             max_length)
 
     def translate(self, inputs: Sequence[str | Sequence[str]], max_length: int | None = None) -> list[list[str]]:
         """Greedy translations (token lists) of sentences or token lists, as
@@ -271,7 +277,8 @@ class ExportedCRF(_Exported):
 class ExportedLanguageModel(_Stepping):
     """An exported :class:`seqlearn.LanguageModel`: graph ``step`` alone.  The state starts
     at zeros and reads a prompt one token at a time through the step, as the model's
-    streaming :meth:`~seqlearn.LanguageModel.step` does."""
+    streaming :meth:`~seqlearn.LanguageModel.step` does (the served ``step`` is the search
+    step, as in seqlearn 0.1.0)."""
 
     def __init__(self, directory: str | os.PathLike, manifest: dict[str, Any]):
         super().__init__(directory, manifest)
@@ -287,7 +294,7 @@ class ExportedLanguageModel(_Stepping):
         its length ``(batch,)`` through the step (a row of length 0 keeps the zero state)."""
         state = self.init_state(ids.size(0))
         for t in range(int(lengths.max()) if lengths.numel() else 0):
-            _, read, _ = self.step(ids[:, t], state)
+            _, read, _ = self.search_step(ids[:, t], state)
             reading = t < lengths
             state = {name: torch.where(reading.view(-1, *[1] * (x.dim() - 1)), read[name], x)
                      for name, x in state.items()}
@@ -298,7 +305,8 @@ class ExportedLanguageModel(_Stepping):
         read all its tokens but the last, then feed the last and take the most probable token
         at each step, for ``max_length`` steps at most; each row's ids stop before its ``</s>``."""
         last = ids.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)
-        return greedy_decode(self.step, self.start(ids, lengths - 1), last, self.vocab.special("</s>"), max_length)
+        return greedy_decode(self.search_step, self.start(ids, lengths - 1), last, self.vocab.special("</s>"),
+                             max_length)
 
     def generate(self, prompts: str | Sequence[str | Sequence[str]] = "", max_length: int = 100) -> list[list[str]]:
         """The greedy continuation (tokens, without ``</s>``) of each prompt to the end of its

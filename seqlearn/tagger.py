@@ -34,13 +34,11 @@ reads the vectors file again.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Iterable, NamedTuple, Sequence, TextIO
+import warnings
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from seqeval import metrics as seqeval_metrics
-from seqeval import scheme as seqeval_scheme
 from torch import nn
 
 from . import registry, tag_schemes
@@ -52,84 +50,34 @@ from .embeddings import EmbeddingCoverage, load_embeddings
 from .encoder import RNNEncoder
 from .errors import ConfigError, check_hyperparameters
 from .inputs import MAX_INPUT_TOKENS, length_batches, token_lists
-from .optim import OPTIMIZERS, build_optimizer
+from .optim import check_optimization, configure_optimization
+from .renamed import accepts_old_names
+from .tag_results import TaggedText, TextSpan, tagging_metrics
 from .tokenizers import get_tokenizer
-from .training import TrainingModule, check_nonfinite_policy, evaluating
+from .training import BatchResult, TrainingModule, check_nonfinite_policy, evaluating
 from .vocab import Vocab
 
-__all__ = ["Tagger", "TaggedText", "TextSpan", "tagging_metrics", "datamodule_arguments", "tag_lines"]
+__all__ = ["Tagger", "TaggedText", "TextSpan", "tagging_metrics", "datamodule_arguments"]
 
 log = logging.getLogger(__name__)
 
 HEADS = ("crf", "softmax")
-# seqlearn scheme name -> seqeval's scheme class for strict-mode span matching
-_SEQEVAL_SCHEMES = {
-    "BIO": seqeval_scheme.IOB2,
-    "IOB1": seqeval_scheme.IOB1,
-    "BIOUL": seqeval_scheme.BILOU,
-    "BIOES": seqeval_scheme.IOBES,
-}
-
-
-class TextSpan(NamedTuple):
-    """An entity of type ``type`` over tokens ``start`` to ``end - 1`` (``end`` exclusive);
-    ``text`` is those tokens detokenized."""
-
-    type: str
-    start: int
-    end: int
-    text: str
-
-
-@dataclass(frozen=True)
-class TaggedText:
-    """One tagged sentence: a tag and a confidence (the model's probability of that tag
-    at that token: the CRF marginal, or the softmax probability) per token, and the
-    spans the tags form (empty for taggers without a chunk scheme)."""
-
-    tokens: list[str]
-    tags: list[str]
-    spans: list[TextSpan]
-    confidence: list[float]
-
-    def to_conll(self, confidence: bool = False) -> str:
-        """``token<TAB>tag[<TAB>confidence]`` lines, without a trailing newline."""
-        if confidence:
-            return "\n".join(f"{w}\t{t}\t{c:.4f}" for w, t, c in zip(self.tokens, self.tags, self.confidence))
-        return "\n".join(f"{w}\t{t}" for w, t in zip(self.tokens, self.tags))
 
 
 def datamodule_arguments(datamodule: Any) -> dict[str, Any]:
     """The :class:`Tagger` arguments a :class:`~seqlearn.datamodules.TaggingDataModule`
-    determines: vocabularies (as dicts), ``scheme`` and ``lowercase``.  Sets the data
-    module up for fitting, which reads the training split and builds the vocabularies."""
+    determines: vocabularies (as dicts), ``scheme`` (the one the batches use),
+    ``data_scheme`` (the files') and ``lowercase``.  Sets the data module up for fitting,
+    which reads the training split and builds the vocabularies."""
     datamodule.setup("fit")
     return {
         "word_vocab": datamodule.word_vocab.to_dict(),
         "tag_vocab": datamodule.tag_vocab.to_dict(),
         "char_vocab": None if datamodule.char_vocab is None else datamodule.char_vocab.to_dict(),
         "scheme": datamodule.tag_scheme,
+        "data_scheme": datamodule.scheme,
         "lowercase": datamodule.lowercase,
     }
-
-
-def tagging_metrics(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], scheme: str | None) -> dict[str, float]:
-    """Token accuracy ``acc``, and with a chunk ``scheme`` the span ``f1``, ``precision``
-    and ``recall`` of seqeval in strict mode with that scheme (micro average)."""
-    total = sum(len(g) for g in gold)
-    correct = sum(g == p for gs, ps in zip(gold, predicted) for g, p in zip(gs, ps))
-    out = {"acc": correct / total if total else 0.0}
-    if scheme is not None:
-        kw = {"mode": "strict", "scheme": _SEQEVAL_SCHEMES[tag_schemes.canonical_scheme(scheme)], "zero_division": 0}
-        gold, predicted = [list(g) for g in gold], [list(p) for p in predicted]
-        out["f1"] = seqeval_metrics.f1_score(gold, predicted, **kw)
-        out["precision"] = seqeval_metrics.precision_score(gold, predicted, **kw)
-        out["recall"] = seqeval_metrics.recall_score(gold, predicted, **kw)
-    return out
-
-
-def _as_dict(vocab: Vocab | dict | None) -> dict | None:
-    return vocab.to_dict() if isinstance(vocab, Vocab) else vocab
 
 
 class Tagger(SafeCheckpointLoading, TrainingModule):
@@ -139,8 +87,11 @@ class Tagger(SafeCheckpointLoading, TrainingModule):
     ``Vocab.to_dict()`` (stored as dicts).  ``lowercase``: words are lowercased before the
     word-vocabulary lookup (characters always come from the original word).
     ``tokenizer``: registry name used by :meth:`predict` for string input.
+    ``data_scheme``: the chunk scheme the data is written in, when the model trains in
+    another ``scheme`` (a data module's ``target_scheme``); :meth:`predict` returns tags in
+    it (default: ``scheme``).
 
-    Layers: ``word_dim``-wide word embeddings, initialized from the word2vec/GloVe text
+    Layers: ``embedding_dim``-wide word embeddings, initialized from the word2vec/GloVe text
     file ``embeddings`` when given (see :func:`seqlearn.embeddings.load_embeddings`; the
     coverage is logged and kept in :attr:`embeddings_coverage`); ``char_features`` one of
     ``"cnn"``, ``"bilstm"`` or None, ``char_dim``-wide character embeddings to
@@ -148,21 +99,24 @@ class Tagger(SafeCheckpointLoading, TrainingModule):
     of the registered ``cell`` (built with ``cell_options``) with ``hidden_size`` units per
     direction (``bidirectional=False``: forward only, a causal tagger whose tag for a token
     depends on that token and those before it, which :meth:`step` tags as a stream comes
-    in; with the softmax head); ``dropout`` on the encoder's
+    in, see :class:`seqlearn.protocols.StreamingModel`; with the softmax head); ``dropout`` on the encoder's
     input and output (and between its layers); ``word_dropout``: the probability that a
     training word is replaced by ``<unk>``, so the model learns to tag unknown words
     from their characters and context; ``head`` ``"crf"`` or ``"softmax"``;
     ``constrain_training``: the CRF's partition function obeys the scheme as decoding does.
 
-    Optimization: ``optimizer`` ``"adam"`` or ``"sgd"`` (with ``momentum``) at ``lr`` with
-    ``weight_decay``; ``lr_decay`` > 0 divides the learning rate by ``1 + lr_decay * epoch``.
-    Clip gradients with the Trainer's ``gradient_clip_val``.
+    Optimization: ``optimizer`` (``adam``, ``rmsprop``, ``sgd`` with ``momentum``) at ``lr``
+    with ``weight_decay``; ``lr_scheduler`` with ``lr_gamma``, ``lr_step_size``,
+    ``lr_patience``, ``lr_min`` (see :mod:`seqlearn.optim`; ``"inverse-time"`` divides the
+    learning rate by ``1 + lr_gamma * epoch``, what 0.1.0's ``lr_decay`` did).  Clip
+    gradients with the Trainer's ``gradient_clip_val``.
 
     ``on_nonfinite``: ``"stop"`` (default) raises :class:`~seqlearn.errors.NonFiniteLossError`
     naming the batch when the training loss is NaN or infinite, ``"skip"`` warns and
     trains on without that batch (see :mod:`seqlearn.training`).
     """
 
+    @accepts_old_names
     def __init__(
         self,
         word_vocab: Vocab | dict,
@@ -170,9 +124,10 @@ class Tagger(SafeCheckpointLoading, TrainingModule):
         char_vocab: Vocab | dict | None = None,
         *,
         scheme: str | None = None,
+        data_scheme: str | None = None,
         lowercase: bool = False,
         tokenizer: str = "whitespace",
-        word_dim: int = 100,
+        embedding_dim: int = 100,
         embeddings: str | None = None,
         embeddings_lowercase_fallback: bool = True,
         char_features: str | None = "cnn",
@@ -191,16 +146,24 @@ class Tagger(SafeCheckpointLoading, TrainingModule):
         lr: float = 1e-3,
         momentum: float = 0.0,
         weight_decay: float = 0.0,
-        lr_decay: float = 0.0,
+        lr_scheduler: str = "none",
+        lr_gamma: float = 0.5,
+        lr_step_size: int = 1,
+        lr_patience: int = 1,
+        lr_min: float = 0.0,
         on_nonfinite: str = "stop",
     ):
         super().__init__()
-        word_vocab, tag_vocab, char_vocab = _as_dict(word_vocab), _as_dict(tag_vocab), _as_dict(char_vocab)
+        # hyperparameters hold plain types only: checkpoints load with weights_only=True
+        word_vocab, tag_vocab = Vocab.coerce(word_vocab, "word_vocab").to_dict(), Vocab.coerce(tag_vocab, "tag_vocab").to_dict()
+        char_vocab = None if char_vocab is None else Vocab.coerce(char_vocab, "char_vocab").to_dict()
         scheme = None if scheme is None else tag_schemes.canonical_scheme(scheme)
+        data_scheme = None if data_scheme is None or scheme is None else tag_schemes.canonical_scheme(data_scheme)
         embeddings = None if embeddings is None else str(embeddings)
-        _check_choice("head", head, HEADS)
-        _check_choice("optimizer", optimizer, OPTIMIZERS)
-        check_hyperparameters("Tagger", positive={"word_dim": word_dim, "char_dim": char_dim, "char_out_dim": char_out_dim,
+        if head not in HEADS:
+            raise ConfigError(f"Tagger head must be one of {', '.join(map(repr, HEADS))}, got {head!r}")
+        check_optimization("Tagger", optimizer, lr_scheduler, lr_gamma, lr_step_size)
+        check_hyperparameters("Tagger", positive={"embedding_dim": embedding_dim, "char_dim": char_dim, "char_out_dim": char_out_dim,
                                                   "hidden_size": hidden_size, "num_layers": num_layers},
                               fraction={"dropout": dropout, "word_dropout": word_dropout})
         check_nonfinite_policy(on_nonfinite)
@@ -220,13 +183,13 @@ class Tagger(SafeCheckpointLoading, TrainingModule):
             if vocab is not None and (vocab.pad_index is None or vocab.unk_index is None):
                 raise ConfigError(f"{name} needs <pad> and <unk> specials (padding, and symbols unseen in training)")
 
-        self.word_embedding = nn.Embedding(len(self.word_vocab), word_dim, padding_idx=self.word_vocab.pad_index)
+        self.word_embedding = nn.Embedding(len(self.word_vocab), embedding_dim, padding_idx=self.word_vocab.pad_index)
         self.char_encoder = None
         if char_features is not None:
             self.char_encoder = build_char_features(
                 char_features, len(self.char_vocab), char_dim, char_out_dim, padding_idx=self.char_vocab.pad_index
             )
-        input_size = word_dim + (char_out_dim if self.char_encoder is not None else 0)
+        input_size = embedding_dim + (char_out_dim if self.char_encoder is not None else 0)
         self.dropout = nn.Dropout(dropout)
         self.encoder = RNNEncoder(input_size, hidden_size, cell=cell, num_layers=num_layers,
                                   bidirectional=bidirectional, dropout=dropout, cell_options=cell_options)  # fmt: skip
@@ -243,9 +206,6 @@ class Tagger(SafeCheckpointLoading, TrainingModule):
             log.info("%s", vectors.coverage)
 
         self._tokenizer: Any = None
-        self._val_gold: list[list[str]] = []
-        self._val_pred: list[list[str]] = []
-        self._val_loss_sums: list[torch.Tensor] = []
 
     @classmethod
     def from_datamodule(cls, datamodule: Any, **kwargs: Any) -> "Tagger":
@@ -309,57 +269,37 @@ class Tagger(SafeCheckpointLoading, TrainingModule):
 
     # -- Lightning hooks --------------------------------------------------------------------
 
-    def training_step(self, batch: TaggingBatch, batch_idx: int) -> torch.Tensor:
+    def batch_result(self, batch: TaggingBatch, split: str) -> BatchResult:
+        """The loss -- a mean over sentences (CRF) or tokens (softmax) -- and, in evaluation,
+        each sentence's gold and predicted tags for :meth:`epoch_metrics`."""
         mask = batch.words.mask
-        with self.memory_advice(batch, batch_idx):
-            loss = self.loss(self(batch.words, batch.chars), self._gold(batch.tags, mask), mask)
-        # the items the loss averages over: sentences (CRF) or tokens (softmax)
-        loss = self.global_mean(loss, torch.tensor(len(batch)) if self.crf is not None else mask.sum())
-        if not self.loss_is_finite(loss, batch, batch_idx):
-            return self.skipped_batch_loss()
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=self._distributed())
-        return loss
-
-    def on_validation_epoch_start(self) -> None:
-        self._val_gold, self._val_pred, self._val_loss_sums = [], [], []
-
-    def validation_step(self, batch: TaggingBatch, batch_idx: int) -> None:
-        mask = batch.words.mask
-        with self.memory_advice(batch, batch_idx):
-            emissions = self(batch.words, batch.chars)
-            gold = self._gold(batch.tags, mask)
-            self._val_loss_sums.append(self.loss(emissions, gold, mask).detach() * len(batch))
+        emissions = self(batch.words, batch.chars)
+        gold = self._gold(batch.tags, mask)
+        count = torch.tensor(len(batch), device=mask.device) if self.crf is not None else mask.sum()
+        result = BatchResult(self.loss(emissions, gold, mask), count)
+        if split != "train":
+            lengths = batch.words.lengths
             paths = self.best_paths(emissions, mask)
-        lengths = batch.words.lengths
-        self._val_gold.extend(self._tag_strings(gold, lengths))
-        self._val_pred.extend(self._tag_strings(paths, lengths))
+            result.outputs = list(zip(self._tag_strings(gold, lengths), self._tag_strings(paths, lengths)))
+        return result
 
-    def on_validation_epoch_end(self) -> None:
-        """``val_loss`` (sentence-weighted mean) and the tagging metrics, over the
-        sentences of all processes."""
-        loss_sum = torch.stack(self._val_loss_sums).sum() if self._val_loss_sums else torch.zeros((), device=self.device)
-        loss_sum, sentences = self.sum_across_processes([loss_sum, torch.tensor(float(len(self._val_gold)), device=self.device)])
-        gold, pred = self.gather_across_processes(self._val_gold), self.gather_across_processes(self._val_pred)
-        sync = self._distributed()  # the values are global already; this keeps Lightning quiet
-        if sentences > 0:
-            self.log("val_loss", (loss_sum / sentences).item(), sync_dist=sync)
-        scores = tagging_metrics(gold, pred, self.scheme)
-        self.log_dict({f"val_{k}": v for k, v in scores.items()}, prog_bar=True, sync_dist=sync)
-        self._val_gold, self._val_pred, self._val_loss_sums = [], [], []
+    def epoch_metrics(self, split: str, sums: dict[str, torch.Tensor], outputs: list[Any]) -> dict[str, float]:
+        """Token accuracy and, with a scheme, seqeval's strict span scores (see :func:`tagging_metrics`)."""
+        if not outputs:
+            return {}
+        gold, predicted = zip(*outputs)
+        return {f"{split}_{k}": v for k, v in tagging_metrics(gold, predicted, self.scheme).items()}
 
     def predict_step(self, batch: TaggingBatch, batch_idx: int) -> list[list[str]]:
-        """Predicted tags of a batch, in batch order (``batch.index`` gives the sentences)."""
+        """Predicted tags of a batch, in batch order (``batch.index`` gives the sentences), in
+        the data's scheme (see :meth:`predict`)."""
         mask = batch.words.mask
-        return self._tag_strings(self.best_paths(self(batch.words, batch.chars), mask), batch.words.lengths)
+        paths = self.best_paths(self(batch.words, batch.chars), mask)
+        scheme = self.output_scheme()
+        return [self._in_scheme(tags, scheme) for tags in self._tag_strings(paths, batch.words.lengths)]
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        opt = build_optimizer(self, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
-        if hp.lr_decay <= 0:
-            return opt
-        decay = hp.lr_decay
-        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0 / (1.0 + decay * epoch))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+        return configure_optimization(self)
 
     def registered_components(self) -> dict[str, Any]:
         """The registry-built components whose provenance checkpoints record (see
@@ -401,11 +341,17 @@ class Tagger(SafeCheckpointLoading, TrainingModule):
         batch_size: int = 64,
         *,
         max_input_length: int | None = MAX_INPUT_TOKENS,
+        scheme: str | None = None,
     ) -> list[TaggedText]:
         """Tag sentences: each a string (split by the tagger's tokenizer) or a list of token
         strings (used as given).  A bare string is one sentence.  Returns one
         :class:`TaggedText` per sentence, in order, with one tag per token of
         ``TaggedText.tokens``.  Runs in eval mode (the module's mode is restored afterwards).
+
+        Tags are in the chunk scheme of the training data (``data_scheme``: a tagger trained
+        on BIO files in BIOUL returns BIO tags), or in ``scheme`` when given (``"BIOUL"``,
+        ``"IOB1"``...; see :mod:`seqlearn.tag_schemes`).  The spans are the same whatever
+        the scheme.
 
         Inputs (see :mod:`seqlearn.inputs`): a word the vocabulary does not know is looked
         up as ``<unk>`` (its characters still count) and keeps its own spelling in
@@ -416,15 +362,29 @@ class Tagger(SafeCheckpointLoading, TrainingModule):
         :class:`~seqlearn.errors.TruncationWarning`.  ``None``, numbers, bytes or token lists
         holding non-strings raise :class:`~seqlearn.errors.InputError`."""
         check_hyperparameters("Tagger", positive={"batch_size": batch_size})
+        scheme = self.output_scheme(scheme)
         sentence_tokens = token_lists(sentences, self.tokenizer, caller="predict", max_length=max_input_length)
         results = [TaggedText([], [], [], []) for _ in sentence_tokens]
         with evaluating(self):
             for chunk in length_batches(sentence_tokens, batch_size):
-                for i, result in zip(chunk, self._predict_batch([sentence_tokens[i] for i in chunk])):
+                for i, result in zip(chunk, self._predict_batch([sentence_tokens[i] for i in chunk], scheme)):
                     results[i] = result
         return results
 
-    def _predict_batch(self, token_lists: list[list[str]]) -> list[TaggedText]:
+    def output_scheme(self, scheme: str | None = None) -> str | None:
+        """The scheme :meth:`predict` returns tags in: ``scheme`` when given, else the data's
+        (``data_scheme``), else the one the model was trained in."""
+        if scheme is None:
+            return self.hparams.get("data_scheme") or self.scheme
+        if self.scheme is None:
+            raise ConfigError(f"this tagger has no chunk scheme (its tags are plain labels), so it cannot tag in {scheme!r}")
+        return tag_schemes.canonical_scheme(scheme)
+
+    def _in_scheme(self, tags: list[str], scheme: str | None) -> list[str]:
+        """``tags`` (in the model's scheme) re-encoded in ``scheme``; as they are when it is the model's."""
+        return tags if scheme == self.scheme else tag_schemes.convert_tags(tags, self.scheme, scheme)
+
+    def _predict_batch(self, token_lists: list[list[str]], scheme: str | None) -> list[TaggedText]:
         words, chars = self.encode(token_lists)
         mask = words.mask
         emissions = self(words, chars)
@@ -436,7 +396,7 @@ class Tagger(SafeCheckpointLoading, TrainingModule):
             if self.scheme is not None:
                 spans = [TextSpan(s.label, s.start, s.end, self.tokenizer.detokenize(tokens[s.start : s.end]))
                          for s in tag_schemes.spans(tags, self.scheme)]
-            out.append(TaggedText(tokens, tags, spans, conf[: len(tokens)]))
+            out.append(TaggedText(tokens, self._in_scheme(tags, scheme), spans, conf[: len(tokens)]))
         return out
 
     # -- streaming (causal taggers) -----------------------------------------------------------
@@ -446,11 +406,13 @@ class Tagger(SafeCheckpointLoading, TrainingModule):
             raise ConfigError("streaming needs a causal tagger, bidirectional=False with head='softmax': a backward "
                               "direction or a CRF reads the tokens after the one being tagged")
 
-    def init_state(self, batch: int = 1) -> dict[str, torch.Tensor]:
-        """The state before the first token of ``batch`` parallel streams, for :meth:`step`."""
+    @accepts_old_names
+    def init_state(self, batch_size: int = 1) -> dict[str, torch.Tensor]:
+        """The state before the first token of ``batch_size`` parallel streams, for :meth:`step`
+        (the streaming protocol, :class:`seqlearn.protocols.StreamingModel`)."""
         self._check_streamable()
         weight = self.word_embedding.weight
-        return self.encoder.init_state(batch, weight.device, weight.dtype)
+        return self.encoder.init_state(batch_size, weight.device, weight.dtype)
 
     @torch.no_grad()
     def step(
@@ -479,30 +441,10 @@ class Tagger(SafeCheckpointLoading, TrainingModule):
         return (probs[0] if isinstance(words, str) else probs), state
 
 
-def tag_lines(tagger: Tagger, lines: Iterable[str], out: TextIO, *, batch_size: int = 64, confidence: bool = False) -> int:
-    """Tag one sentence per input line (split by the tagger's tokenizer) and write
-    ``token<TAB>tag`` lines (``<TAB>confidence`` added with ``confidence``), a blank line
-    after each sentence -- an empty input line gives just the blank line.  Sentences are
-    tagged ``batch_size`` at a time and written as soon as they are tagged.  Returns the
-    number of sentences.  This is ``seqlearn tag``."""
-    count = 0
-    pending: list[str] = []
+def __getattr__(name: str) -> Callable[..., int]:
+    if name == "tag_lines":  # where 0.1.0 had it
+        warnings.warn("seqlearn.tagger.tag_lines moved to seqlearn.tagger_cli.tag_lines", FutureWarning, stacklevel=2)
+        from .tagger_cli import tag_lines
 
-    def flush() -> None:
-        for result in tagger.predict(pending, batch_size=batch_size):
-            out.write(result.to_conll(confidence) + "\n\n" if result.tokens else "\n")
-        out.flush()
-        pending.clear()
-
-    for line in lines:
-        pending.append(line.rstrip("\r\n"))
-        count += 1
-        if len(pending) == batch_size:
-            flush()
-    flush()
-    return count
-
-
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigError(f"Tagger {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return tag_lines
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

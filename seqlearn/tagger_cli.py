@@ -1,5 +1,6 @@
-"""``seqlearn fit`` for taggers: LightningCLI over :class:`~seqlearn.tagger.Tagger` and
-:class:`~seqlearn.datamodules.TaggingDataModule`.
+"""The tagger's command line: ``seqlearn fit`` for taggers (LightningCLI over
+:class:`~seqlearn.tagger.Tagger` and :class:`~seqlearn.datamodules.TaggingDataModule`) and
+``seqlearn tag`` (:func:`tag_lines`).
 
 ``seqlearn fit --config X`` trains a tagger when the config names the model class::
 
@@ -14,7 +15,7 @@ training split), so a config never spells them out.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable, TextIO
 
 import yaml
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -23,10 +24,10 @@ from .datamodules import TaggingDataModule
 from .seq2seq_cli import RAISE_PARSE_ERRORS, config_errors, fit_arguments, resolve_configs
 from .tagger import Tagger, datamodule_arguments
 
-__all__ = ["TaggerCLI", "fit", "is_tagger_config"]
+__all__ = ["TaggerCLI", "fit", "is_tagger_config", "tag_lines"]
 
 # Tagger arguments that the data module determines
-_LINKED = ("word_vocab", "tag_vocab", "char_vocab", "scheme", "lowercase")
+_LINKED = ("word_vocab", "tag_vocab", "char_vocab", "scheme", "data_scheme", "lowercase")
 
 
 class TaggerCLI(LightningCLI):
@@ -67,3 +68,29 @@ def fit(args: list[str]) -> None:
     with config_errors(args):
         TaggerCLI(Tagger, TaggingDataModule, subclass_mode_model=True, args=["fit", *args],
                   save_config_kwargs={"overwrite": True}, parser_kwargs=RAISE_PARSE_ERRORS)  # fmt: skip
+
+
+def tag_lines(tagger: Tagger, lines: Iterable[str], out: TextIO, *, batch_size: int = 64, confidence: bool = False,
+              scheme: str | None = None) -> int:  # fmt: skip
+    """Tag one sentence per input line (split by the tagger's tokenizer) and write
+    ``token<TAB>tag`` lines (``<TAB>confidence`` added with ``confidence``), a blank line
+    after each sentence -- an empty input line gives just the blank line.  Tags are in
+    ``scheme``, by default the training data's (see :meth:`Tagger.predict`).  Sentences are tagged
+    ``batch_size`` at a time and written as soon as they are tagged.  Returns the number of
+    sentences.  This is ``seqlearn tag``."""
+    count = 0
+    pending: list[str] = []
+
+    def flush() -> None:
+        for result in tagger.predict(pending, batch_size=batch_size, scheme=scheme):
+            out.write(result.to_conll(confidence) + "\n\n" if result.tokens else "\n")
+        out.flush()
+        pending.clear()
+
+    for line in lines:
+        pending.append(line.rstrip("\r\n"))
+        count += 1
+        if len(pending) == batch_size:
+            flush()
+    flush()
+    return count

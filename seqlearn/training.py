@@ -2,7 +2,25 @@
 
 :class:`TrainingModule` is the base of :class:`~seqlearn.Seq2Seq`, :class:`~seqlearn.Tagger`,
 :class:`~seqlearn.language_model.LanguageModel` and
-:class:`~seqlearn.classifier.SequenceClassifier`.  It gives them:
+:class:`~seqlearn.classifier.SequenceClassifier`.  It owns ``training_step``,
+``validation_step`` and ``test_step``; a model says only what differs::
+
+    class MyModel(TrainingModule):
+        def batch_result(self, batch, split):      # split: "train", "val" or "test"
+            loss = ...                              # () the mean over `count` items
+            return BatchResult(loss, count=n_tokens, nll=nll_sum, sums={"correct": c}, outputs=[...])
+
+        def epoch_metrics(self, split, sums, outputs):   # totals of the epoch, all processes
+            return {f"{split}_acc": sums["correct"] / sums["count"]}
+
+The steps run ``batch_result`` under the out-of-memory advice; in training they make the
+loss that of the global batch under DDP, apply the non-finite policy and log
+``train_loss`` (each step, and its mean over the epoch).  Each epoch's metrics come one
+way, from what the batches added up: ``{split}_loss`` (validation and test: the mean over
+every item), ``{split}_ppl`` (``exp`` of the mean token NLL, when batches give ``nll``) and
+the model's :meth:`~TrainingModule.epoch_metrics`, over the batches of all processes.
+
+It also gives them:
 
 * exact resume: :class:`~seqlearn.checkpointing.TrainingState` joins every Trainer (random
   states in checkpoints, atomic checkpoint files);
@@ -11,8 +29,8 @@
   reaches the weights) or ``"skip"`` (warn, and let the batch change nothing);
 * advice instead of a bare allocator error when a batch does not fit in memory
   (:class:`~seqlearn.errors.BatchMemoryError`);
-* the sums and gathers that make losses and validation metrics those of the global batch
-  and the whole validation set under DDP;
+* losses and epoch metrics that are those of the global batch and of the whole
+  validation set under DDP;
 * checkpoints that load as data: hyperparameters without the import paths LightningCLI
   adds, and under ``checkpoint["seqlearn"]`` the provenance of every registry-built
   component a subclass names in :meth:`~TrainingModule.registered_components`, so that
@@ -27,6 +45,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Iterator, TypeVar
 
 import pytorch_lightning as pl
@@ -37,7 +56,7 @@ from .checkpointing import TrainingState
 from .errors import BatchMemoryError, ConfigError, NonFiniteLossError
 from .provenance import checkpoint_record, component_provenance
 
-__all__ = ["TrainingModule", "NONFINITE_POLICIES", "evaluating", "is_out_of_memory"]
+__all__ = ["TrainingModule", "BatchResult", "NONFINITE_POLICIES", "evaluating", "is_out_of_memory"]
 
 NONFINITE_POLICIES = ("stop", "skip")
 _OUT_OF_MEMORY = ("out of memory", "not enough memory", "can't allocate memory", "cannot allocate memory")
@@ -74,12 +93,31 @@ def check_nonfinite_policy(value: str) -> None:
         raise ConfigError(f"on_nonfinite must be 'stop' or 'skip', got {value!r}")
 
 
-class TrainingModule(pl.LightningModule):
-    """A LightningModule with seqlearn's fault handling (see the module docstring).
+@dataclass
+class BatchResult:
+    """What a model computes on one batch (:meth:`TrainingModule.batch_result`).
 
-    Subclasses call :meth:`loss_is_finite` on the training loss and return
-    :meth:`skipped_batch_loss` when it says no, compute forward passes inside
-    :meth:`memory_advice`, read ``hparams.on_nonfinite``, and name their registry-built
+    loss: ``()`` the mean over ``count`` items -- what training minimizes.
+    count: ``()`` how many items (tokens, sentences, texts) ``loss`` averages over.
+    nll: ``()`` the summed token negative log-likelihood of ``count`` tokens, for models
+        whose epochs report perplexity (``{split}_ppl``); None otherwise.
+    sums: further per-epoch sums, each a tensor of a fixed shape (per-class counts...).
+    outputs: picklable per-example outputs (texts, tag sequences) for :meth:`~TrainingModule.epoch_metrics`.
+    """
+
+    loss: torch.Tensor
+    count: torch.Tensor
+    nll: torch.Tensor | None = None
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    outputs: list[Any] = field(default_factory=list)
+
+
+class TrainingModule(pl.LightningModule):
+    """A LightningModule with seqlearn's training steps and fault handling (see the module
+    docstring).
+
+    Subclasses implement :meth:`batch_result` (and :meth:`epoch_metrics` for metrics beyond
+    loss and perplexity), read ``hparams.on_nonfinite``, and name their registry-built
     components in :meth:`registered_components`.
     """
 
@@ -91,6 +129,92 @@ class TrainingModule(pl.LightningModule):
         self._current_batch: tuple[Any, int] | None = None
         #: the provenance recorded in the checkpoint this model was loaded from (None otherwise)
         self.checkpoint_provenance: dict[str, Any] | None = None
+        #: per split, the sums and outputs of the epoch's batches so far
+        self._epoch: dict[str, tuple[dict[str, torch.Tensor], list[Any]]] = {}
+
+    # -- what a model implements ---------------------------------------------------------------
+    def batch_result(self, batch: Any, split: str) -> BatchResult:
+        """The loss of ``batch`` and what the epoch metrics of ``split`` ("train", "val",
+        "test") need from it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement batch_result(batch, split)")
+
+    def epoch_metrics(self, split: str, sums: dict[str, torch.Tensor], outputs: list[Any]) -> dict[str, float]:
+        """Metrics of a finished epoch of ``split``, named ``{split}_...``, from the totals of
+        every :class:`BatchResult` of all processes: ``sums`` (``loss`` and ``count`` among
+        them) and ``outputs`` in batch order.  None beyond loss and perplexity by default."""
+        return {}
+
+    def on_skipped_batch(self) -> None:
+        """Called when a training batch is skipped for a non-finite loss (``on_nonfinite="skip"``)."""
+
+    # -- the steps ------------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        with self.memory_advice(batch, batch_idx):
+            result = self.batch_result(batch, "train")
+        loss = self.global_mean(result.loss, result.count)
+        if not self.loss_is_finite(loss, batch, batch_idx):
+            self.on_skipped_batch()
+            return self.skipped_batch_loss()
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=int(result.count),
+                 sync_dist=self._distributed())  # fmt: skip
+        self._add_up("train", result)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        with self.memory_advice(batch, batch_idx):
+            self._add_up("val", self.batch_result(batch, "val"))
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        with self.memory_advice(batch, batch_idx):
+            self._add_up("test", self.batch_result(batch, "test"))
+
+    def _add_up(self, split: str, result: BatchResult) -> None:
+        sums, outputs = self._epoch.setdefault(split, ({}, []))
+        count = result.count.detach()
+        added = {"loss": result.loss.detach() * count, "count": count, **result.sums}
+        if result.nll is not None:
+            added["nll"] = result.nll
+        for key, value in added.items():
+            sums[key] = sums[key] + value.detach() if key in sums else value.detach()
+        outputs.extend(result.outputs)
+
+    def _log_epoch(self, split: str) -> None:
+        """The epoch metrics of ``split`` from the sums and outputs of all processes' batches."""
+        local, local_outputs = self._epoch.pop(split, ({}, []))
+        sums: dict[str, torch.Tensor] = {}
+        outputs: list[Any] = []
+        # every process takes part, also one that saw no batch
+        for part, part_outputs in self.gather_across_processes([({k: v.cpu() for k, v in local.items()}, local_outputs)]):
+            for key, value in part.items():
+                sums[key] = sums[key] + value if key in sums else value
+            outputs.extend(part_outputs)
+        count = float(sums["count"]) if "count" in sums else 0.0
+        if count == 0:
+            return
+        metrics = {} if split == "train" else {f"{split}_loss": float(sums["loss"]) / count}  # train_loss: the steps'
+        if "nll" in sums:
+            metrics[f"{split}_ppl"] = float(torch.exp(sums["nll"].double() / count))
+        metrics.update(self.epoch_metrics(split, sums, outputs))
+        # the values are global already; sync_dist keeps Lightning quiet
+        self.log_dict(metrics, prog_bar=split == "val", sync_dist=self._distributed())
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch.pop("train", None)
+
+    def on_validation_epoch_start(self) -> None:
+        self._epoch.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self._epoch.pop("test", None)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def configure_callbacks(self) -> list[pl.Callback]:
         return [TrainingState()]
@@ -234,13 +358,6 @@ class TrainingModule(pl.LightningModule):
             return mean
         total = self.trainer.strategy.reduce(count.detach().to(mean.dtype, copy=True), reduce_op="sum")
         return mean * count * self.trainer.world_size / total.clamp(min=1)
-
-    def sum_across_processes(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Scalars summed over all processes (unchanged in a single process)."""
-        if not self._distributed():
-            return values
-        summed = self.trainer.strategy.reduce(torch.stack([v.detach().float() for v in values]), reduce_op="sum")
-        return list(summed.unbind())
 
     def gather_across_processes(self, items: list[Any]) -> list[Any]:
         """The concatenation of every process's ``items`` (picklable objects)."""

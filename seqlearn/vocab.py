@@ -15,7 +15,7 @@ import os
 from collections import Counter
 from typing import Iterable, Sequence
 
-from .errors import InputError, VocabError
+from .errors import ConfigError, InputError, VocabError
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 DEFAULT_SPECIALS = (PAD, UNK, BOS, EOS)
@@ -162,6 +162,26 @@ class Vocab:
             raise VocabError(f"{source}: 'itos' has duplicate tokens")
         vocab = cls(itos[len(specials):], specials)
         return vocab
+
+    @classmethod
+    def coerce(cls, value: "Vocab | dict | Sequence[str]", argument: str, *, tokens: bool = False,
+               specials: Sequence[str] = DEFAULT_SPECIALS) -> "Vocab":  # fmt: skip
+        """A model's vocabulary argument as a :class:`Vocab`: a Vocab as it is, or its
+        :meth:`to_dict` read back (a dict in another format raises :class:`VocabError`);
+        with ``tokens``, also a list of token strings (after ``specials``).  Anything else
+        raises :class:`~seqlearn.errors.ConfigError` naming ``argument``::
+
+            Vocab.coerce(["pos", "neg"], "label_vocab", tokens=True, specials=())   # Vocab(size=2, specials=[])
+        """
+        if isinstance(value, Vocab):
+            return value
+        if isinstance(value, dict):
+            side = argument.removesuffix("_vocab")  # "src_vocab, the src vocabulary: not a seqlearn vocabulary"
+            return cls.from_dict(value, source=argument if side == argument else f"{argument}, the {side} vocabulary")
+        if tokens and isinstance(value, (list, tuple)) and all(isinstance(t, str) for t in value):
+            return cls(value, specials)
+        kinds = "a Vocab, its to_dict()" + (" or a list of token strings" if tokens else "")
+        raise ConfigError(f"{argument} must be {kinds}; got {type(value).__name__} {repr(value)[:40]}")
 
     def save(self, path: str | os.PathLike) -> None:
         with open(path, "w", encoding="utf-8") as f:

@@ -5,7 +5,7 @@ build in-process (not a test module).
         [--fault-save N] [--budget-scale K] [--epochs E] [--no-noise]
 
 MODEL is ``seq2seq`` (the embedded default task, scheduled sampling, step LR schedule),
-``tagger`` (synthetic tagged sentences, word dropout, lr_decay), ``language_model`` (their
+``tagger`` (synthetic tagged sentences, word dropout, inverse-time LR decay), ``language_model`` (their
 words as streams: truncated BPTT carrying the state across windows, variational dropout,
 plateau LR schedule) or ``classifier`` (their first tag as label, attention pooling).  All
 draw random numbers (dropout...), so the random state matters, unless ``--no-noise``.  The run checkpoints
@@ -40,7 +40,7 @@ from seqlearn.classifier import SequenceClassifier
 from seqlearn.datamodules import TaggingDataModule, TranslationDataModule
 from seqlearn.language_model import LanguageModel
 from seqlearn.readers import TaggedSentence
-from seqlearn.streams import LanguageModelDataModule
+from seqlearn.language_model_data import LanguageModelDataModule
 
 SEED = 0
 CHECKPOINT_EVERY = 3
@@ -107,8 +107,8 @@ def build(model: str, budget_scale: int, noise: bool) -> tuple[pl.LightningModul
                                  seed=SEED)  # fmt: skip
         data.setup("fit")
         net = Tagger.from_datamodule(
-            data, word_dim=16, char_dim=8, char_out_dim=8, hidden_size=16, dropout=0.2 if noise else 0.0,
-            word_dropout=0.1 if noise else 0.0, lr=1e-2, lr_decay=0.5,
+            data, embedding_dim=16, char_dim=8, char_out_dim=8, hidden_size=16, dropout=0.2 if noise else 0.0,
+            word_dropout=0.1 if noise else 0.0, lr=1e-2, lr_scheduler="inverse-time", lr_gamma=0.5,
         )  # fmt: skip
     return net, data
 
@@ -138,7 +138,7 @@ def tiny(kind: str, on_nonfinite: str = "stop", **options: Any
     data = TaggingDataModule(tagged_sentences(64, 1), max_tokens=40, seed=0)
     data.setup("fit")
     model = Tagger.from_datamodule(
-        data, **{"word_dim": 8, "char_dim": 4, "char_out_dim": 4, "hidden_size": 8, **common, **options})
+        data, **{"embedding_dim": 8, "char_dim": 4, "char_out_dim": 4, "hidden_size": 8, **common, **options})
     return model, data, model.emission
 
 

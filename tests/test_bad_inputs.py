@@ -60,7 +60,7 @@ def tiny_seq2seq(**options: Any) -> Seq2Seq:
 def tiny_tagger() -> Tagger:
     torch.manual_seed(0)
     return Tagger(Vocab(["EU", "rejects"]), Vocab(["O", "B-ORG", "I-ORG"], specials=("<pad>",)), Vocab("EUrejcts"),
-                  scheme="BIO", word_dim=4, char_dim=3, char_out_dim=4, hidden_size=3)
+                  scheme="BIO", embedding_dim=4, char_dim=3, char_out_dim=4, hidden_size=3)
 
 
 def save_checkpoint(model: Any, path: Path, hparams: dict | None = None, **extra: Any) -> Path:

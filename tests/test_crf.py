@@ -52,7 +52,7 @@ def twin(num_tags, dtype=torch.float64, seed=0, spread=1.0):
 # -- pytorch-crf ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean", "token_mean"])
 def test_nll_and_gradients_match_pytorch_crf(reduction):
     ours, theirs = twin(5)
     emissions, tags, mask = random_case(6, 7, 5, lengths=[7, 3, 1, 5, 7, 2])
@@ -95,6 +95,68 @@ def test_state_dict_is_pytorch_crf_compatible():
     assert set(ours.state_dict()) == set(theirs.state_dict())
     constrained = CRF(len(BIO_TAGS), scheme="BIO", tag_names=BIO_TAGS)
     assert set(constrained.state_dict()) == set(theirs.state_dict())
+
+
+def test_token_mean_is_the_summed_nll_over_the_real_tokens():
+    """pytorch-crf's token_mean divides by the tokens of the mask: padding does not count."""
+    ours, theirs = twin(4)
+    emissions, tags, mask = random_case(3, 6, 4, lengths=[6, 2, 1])
+    nll = ours(emissions, tags, mask, reduction="token_mean")
+    torch.testing.assert_close(nll, -theirs(emissions, tags, mask.byte(), reduction="token_mean"))
+    torch.testing.assert_close(nll, ours(emissions, tags, mask, reduction="sum") / 9)
+
+
+# -- TorchScript ------------------------------------------------------------------------------
+
+
+def scripted_twin(scheme):
+    """A CRF (BIO-constrained or not) with random parameters, and it compiled."""
+    torch.manual_seed(1)
+    crf = CRF(len(BIO_TAGS), scheme=scheme, tag_names=BIO_TAGS if scheme else None)
+    with torch.no_grad():
+        for p in crf.parameters():
+            p.normal_(0.0, 1.0)
+    return crf, torch.jit.script(crf)
+
+
+@pytest.mark.parametrize("scheme", [None, "BIO"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scripted_crf_gives_the_eager_values(scheme, dtype):
+    crf, scripted = scripted_twin(scheme)
+    crf.to(dtype), scripted.to(dtype)
+    emissions, _, mask = random_case(5, 7, len(BIO_TAGS), lengths=[7, 3, 1, 6, 7], dtype=dtype, seed=4)
+    tags = torch.tensor(crf.decode(emissions)).to(torch.long)  # gold paths the scheme allows
+    for reduction in ("none", "sum", "mean", "token_mean"):
+        for m in (mask, None):
+            assert torch.equal(scripted(emissions, tags, m, reduction=reduction),
+                               crf(emissions, tags, m, reduction=reduction)), (reduction, m)
+    for top_k in (1, 3):
+        assert scripted.decode(emissions, mask, top_k=top_k) == crf.decode(emissions, mask, top_k=top_k)
+        for got, want in zip(scripted.viterbi(emissions, mask, top_k), crf.viterbi(emissions, mask, top_k)):
+            assert torch.equal(got, want)
+    assert torch.equal(scripted.marginals(emissions, mask), crf.marginals(emissions, mask))
+    assert torch.equal(scripted.log_partition(emissions, mask), crf.log_partition(emissions, mask))
+
+
+def test_scripted_crf_decodes_as_pytorch_crf_after_saving_and_loading(tmp_path):
+    ours, theirs = twin(5)
+    torch.jit.save(torch.jit.script(ours), str(tmp_path / "crf.pt"))
+    loaded = torch.jit.load(str(tmp_path / "crf.pt"))
+    emissions, tags, mask = random_case(6, 8, 5, seed=2)
+    assert loaded.decode(emissions, mask) == theirs.decode(emissions, mask.byte())
+    torch.testing.assert_close(loaded(emissions, tags, mask, reduction="none"),
+                               -theirs(emissions, tags, mask.byte(), reduction="none"))
+
+
+def test_scripted_crf_refuses_what_the_eager_one_refuses():
+    _, scripted = scripted_twin("BIO")
+    emissions = torch.randn(1, 3, len(BIO_TAGS))
+    with pytest.raises(torch.jit.Error, match="row 0 break the BIO scheme at position 1"):
+        scripted(emissions, torch.tensor([[1, 3, 3]]))  # O -> I-PER
+    with pytest.raises(torch.jit.Error, match="reduction"):
+        scripted(emissions, torch.tensor([[1, 1, 1]]), reduction="tokens")
+    with pytest.raises(torch.jit.Error, match="prefix mask"):
+        scripted.decode(emissions, torch.tensor([[True, False, True]]))
 
 
 # -- brute force ---------------------------------------------------------------------------
@@ -282,7 +344,7 @@ def test_bad_arguments_are_config_errors():
     crf = CRF(3)
     emissions, tags = torch.randn(2, 4, 3), torch.zeros(2, 4, dtype=torch.long)
     with pytest.raises(ConfigError, match="reduction"):
-        crf(emissions, tags, reduction="token_mean")
+        crf(emissions, tags, reduction="tokens")
     with pytest.raises(ConfigError, match="3 tags but emissions have 4"):
         crf(torch.randn(2, 4, 4), tags)
     with pytest.raises(ConfigError, match=r"in 0\.\.2"):

@@ -24,12 +24,14 @@ from seqlearn.cells import Cell
 from seqlearn.classifier import SequenceClassifier
 from seqlearn.cli import main as cli_main
 from seqlearn.crf import CRF
-from seqlearn.errors import ExportError
+from seqlearn.errors import ConfigError, ExportError
 from seqlearn.export import (
     EXAMPLE_LENGTHS, export, export_classifier, export_crf, export_language_model, export_seq2seq, export_tagger,
-    inference_mode, search_graphs, trace_graph, write_export,
+    exporter, inference_mode, search_graphs, trace_graph, write_export,
 )
+from seqlearn.export import dispatch
 from seqlearn.language_model import LanguageModel
+from seqlearn.protocols import SearchModel
 from seqlearn.seq2seq import Seq2Seq
 from seqlearn.tagger import Tagger
 from seqlearn.vocab import Vocab
@@ -107,8 +109,8 @@ def test_seq2seq_graphs_reproduce_start_and_steps_on_new_shapes(config, backend,
             gen = torch.Generator().manual_seed(k)
             for _ in range(3):  # the exported state feeds the next exported step
                 prev = torch.randint(0, len(model.tgt_vocab), (len(lengths),), generator=gen)
-                want_lp, want, want_attn = model.step(prev, want)
-                got_lp, got, got_attn = served.step(prev, got)
+                want_lp, want, want_attn = model.search_step(prev, want)
+                got_lp, got, got_attn = served.search_step(prev, got)
                 assert_same(got_lp, want_lp)
                 for name in want:
                     assert_same(got[name], want[name])
@@ -154,10 +156,15 @@ def test_beam_search_runs_over_the_exported_step(exported_translators):
     served = serving.load(folders["torchscript"])
     src = model._source_batch(SENTENCES[:3] + SENTENCES[4:])
     want = model._search(src, search.beam_search, max_length=12, beam_size=3, n_best=2)
-    got = search.beam_search(served.step, served.start(src.ids, src.lengths), bos_index=model.tgt_vocab.bos_index,
+    assert isinstance(served, SearchModel)
+    got = search.beam_search(served.search_step, served.start(src.ids, src.lengths), bos_index=model.tgt_vocab.bos_index,
                              eos_index=model.tgt_vocab.eos_index, max_length=12, beam_size=3, n_best=2)
     assert [[h.tokens for h in hyps] for hyps in got] == [[h.tokens for h in hyps] for hyps in want]
     assert [h.score for hyps in got for h in hyps] == pytest.approx([h.score for hyps in want for h in hyps], abs=1e-5)
+    # seqlearn 0.1.0 served the search step as `step`
+    old = search.beam_search(served.step, served.start(src.ids, src.lengths), bos_index=model.tgt_vocab.bos_index,
+                             eos_index=model.tgt_vocab.eos_index, max_length=12, beam_size=3, n_best=2)
+    assert [[h.tokens for h in hyps] for hyps in old] == [[h.tokens for h in hyps] for hyps in got]
 
 
 def test_serving_file_runs_alone_on_the_exported_folder(exported_translators, tmp_path):
@@ -230,7 +237,7 @@ def tiny_tagger(char_features: str | None, head: str, seed: int = 0) -> Tagger:
     words = Vocab([f"w{i}" for i in range(20)])
     chars = Vocab("w0123456789") if char_features else None
     tagger = Tagger(words, Vocab(TAGS, specials=("<pad>",)), chars, scheme="BIO", head=head,
-                    char_features=char_features, word_dim=8, char_dim=4, char_out_dim=6, hidden_size=8, dropout=0.0,
+                    char_features=char_features, embedding_dim=8, char_dim=4, char_out_dim=6, hidden_size=8, dropout=0.0,
                     lowercase=True)
     with torch.no_grad():  # large scores, so that the CRF's constraints matter
         tagger.emission.weight.mul_(10)
@@ -325,6 +332,45 @@ def test_export_dispatches_on_the_model_class_and_refuses_others(tmp_path):
     assert isinstance(serving.load(tmp_path), serving.ExportedCRF)
 
 
+class _CustomCRF(CRF):
+    """A subclass defined outside seqlearn: exported by the CRF's exporter."""
+
+
+class _Unexportable(torch.nn.Module):
+    pass
+
+
+def test_dispatch_follows_the_class_not_its_module_name(tmp_path):
+    export(_CustomCRF(3), tmp_path / "subclass")
+    assert json.loads((tmp_path / "subclass" / "manifest.json").read_text())["model"] == "crf"
+    # a class that only claims to be seqlearn's CRF by its name and module is refused, named
+    impostor = type("CRF", (torch.nn.Module,), {"__module__": "seqlearn.crf", "__qualname__": "CRF"})
+    with pytest.raises(ExportError, match=r"no exporter for CRF \(seqlearn\.crf\.CRF\);"):
+        export(impostor(), tmp_path / "impostor")
+    with pytest.raises(ExportError, match=r"no exporter for _Unexportable \(.*test_export\._Unexportable\); "
+                                          r"exportable: .*CRF.*Seq2Seq.*; register one with "
+                                          r"seqlearn\.export\.exporter\(_Unexportable\)"):
+        export(_Unexportable(), tmp_path / "unknown")
+    assert not (tmp_path / "unknown").exists()
+
+
+@pytest.mark.parametrize("by", ["class", "path"])
+def test_a_registered_exporter_exports_its_class_and_subclasses(by, tmp_path, monkeypatch):
+    monkeypatch.setattr(dispatch, "EXPORTERS", dict(dispatch.EXPORTERS))
+    calls = []
+
+    @exporter(_Unexportable if by == "class" else f"{__name__}:_Unexportable")
+    def export_unexportable(model, directory, format="torchscript", *, check=True):
+        calls.append((type(model), Path(directory), format, check))
+        return Path(directory)
+
+    sub = type("Sub", (_Unexportable,), {})
+    assert export(sub(), tmp_path, "onnx", check=False) == tmp_path
+    assert calls == [(sub, tmp_path, "onnx", False)]
+    with pytest.raises(ConfigError, match="a model class or a 'module:Class' path"):
+        exporter("no_colon")
+
+
 def test_vocabularies_are_saved_as_seqlearn_json(exported_translators):
     model, folders = exported_translators
     folder = Path(folders["torchscript"])
@@ -339,7 +385,7 @@ LM_WORDS = [f"w{i}" for i in range(14)]
 LM_MODELS = {
     "lstm-2x-tied": dict(cell="lstm", num_layers=2),
     "gru-projected": dict(cell="gru", hidden_size=10),  # tied through a projection to the embedding width
-    "plugin-cell-untied": dict(cell="test-export-elman", num_layers=1, tie_weights=False),  # no loop over time
+    "plugin-cell-untied": dict(cell="test-export-elman", num_layers=1, tie_embeddings=False),  # no loop over time
 }
 
 
@@ -370,7 +416,7 @@ def test_language_model_step_graph_reproduces_streaming_and_start(config, backen
     want, got = lm.init_state(4), served.init_state(4)
     for tokens in streams.t():  # the exported state feeds the next exported step
         want_lp, want = lm.step(tokens, want)
-        got_lp, got, attention = served.step(tokens, got)
+        got_lp, got, attention = served.search_step(tokens, got)
         assert attention is None and list(got) == list(want)
         assert_same(got_lp, want_lp)
         for name in want:
@@ -405,7 +451,8 @@ def test_beam_search_runs_over_the_served_language_model_step(tmp_path):
     rows = pad([[eos, *lm.vocab.encode(p)] for p in prompts], lm.vocab.pad_index)
     ids, lengths = rows.ids, rows.lengths
     first = ids.gather(1, (lengths - 1)[:, None]).squeeze(1)
-    got = search.beam_search(served.step, served.start(ids, lengths - 1), bos_index=first, eos_index=eos,
+    assert isinstance(served, SearchModel)
+    got = search.beam_search(served.search_step, served.start(ids, lengths - 1), bos_index=first, eos_index=eos,
                              max_length=12, beam_size=3, n_best=2)
     want = lm.generate(prompts, beam_size=3, n_best=2, max_length=12)
     assert [[[lm.vocab.itos[i] for i in h.tokens] for h in hyps] for hyps in got] == [[h.tokens for h in hyps]

@@ -11,7 +11,7 @@ import torch
 from seqlearn import Seq2Seq, Tagger, Vocab
 from seqlearn.classifier import Classification, SequenceClassifier
 from seqlearn.language_model import LanguageModel
-from seqlearn.streams import StreamBatch
+from seqlearn.batching import StreamBatch
 from seqlearn.errors import InputError, TruncationWarning
 from seqlearn.inputs import MAX_INPUT_TOKENS
 
@@ -31,7 +31,7 @@ def seq2seq(tokenizer: str = "whitespace") -> Seq2Seq:
 def tagger(char_features: str | None = "cnn", tokenizer: str = "whitespace") -> Tagger:
     torch.manual_seed(0)
     return Tagger(Vocab(SRC), Vocab(["O", "B-X", "I-X"], specials=("<pad>",)), Vocab("abcd"), scheme="BIO",
-                  char_features=char_features, tokenizer=tokenizer, word_dim=5, char_dim=3, char_out_dim=4,
+                  char_features=char_features, tokenizer=tokenizer, embedding_dim=5, char_dim=3, char_out_dim=4,
                   hidden_size=4, dropout=0.0).eval()
 
 

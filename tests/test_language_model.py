@@ -14,7 +14,9 @@ from torch import nn
 from seqlearn.checkpointing import AtomicCheckpointIO
 from seqlearn.errors import ConfigError, DataError
 from seqlearn.language_model import LanguageModel
-from seqlearn.streams import LanguageModelDataModule, StreamBatch, StreamWindows, WindowLoader, batchify, encode_stream
+from seqlearn.batching import StreamBatch
+from seqlearn.language_model_data import LanguageModelDataModule
+from seqlearn.streams import StreamWindows, WindowLoader, batchify, encode_stream
 from seqlearn.vocab import Vocab
 
 WORDS = "the a dog cat runs sleeps on mat big small".split()
@@ -138,7 +140,7 @@ def oracle_from(model: LanguageModel, cell: str) -> tuple[nn.Embedding, nn.RNNBa
 @pytest.mark.parametrize("fused", [True, False])
 def test_tbptt_with_carried_state_equals_manual_window_loop(cell, fused):
     torch.manual_seed(0)
-    model = tiny_model(cell, tie_weights=False)
+    model = tiny_model(cell, tie_embeddings=False)
     model.encoder.use_fused = fused
     embedding, rnn, output = oracle_from(model, cell)
     vocab = model.vocab
@@ -196,7 +198,7 @@ def test_trainer_carries_state_within_an_epoch_and_resets_it_at_epoch_start():
 
 def test_weight_tying_shares_one_parameter_whose_gradient_sums_both_uses():
     torch.manual_seed(3)
-    tied, untied = tiny_model(tie_weights=True), tiny_model(tie_weights=False)
+    tied, untied = tiny_model(tie_embeddings=True), tiny_model(tie_embeddings=False)
     assert tied.output.weight is tied.embedding.weight
     assert sum(p.numel() for p in untied.parameters()) - sum(p.numel() for p in tied.parameters()) == (
         untied.output.weight.numel())  # fmt: skip
@@ -208,10 +210,10 @@ def test_weight_tying_shares_one_parameter_whose_gradient_sums_both_uses():
         F.cross_entropy(logits.flatten(0, 1), gold.flatten()).backward()
     torch.testing.assert_close(tied.embedding.weight.grad, untied.embedding.weight.grad + untied.output.weight.grad)
 
-    reloaded = tiny_model(tie_weights=True)
+    reloaded = tiny_model(tie_embeddings=True)
     reloaded.load_state_dict(tied.state_dict())
     assert reloaded.output.weight is reloaded.embedding.weight
-    wide = tiny_model(tie_weights=True, hidden_size=20)  # a projection maps 20 units to the 12 of the embeddings
+    wide = tiny_model(tie_embeddings=True, hidden_size=20)  # a projection maps 20 units to the 12 of the embeddings
     assert wide.output.weight is wide.embedding.weight and wide.projection.in_features == 20
 
 
@@ -336,3 +338,14 @@ def test_ddp_is_refused_by_name_before_training(monkeypatch):
     monkeypatch.undo()
     quiet_trainer(max_steps=1).fit(model, dm)  # one process is fine
     assert not all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_the_0_1_0_import_path_of_the_data_module_still_works_with_a_deprecation_warning():
+    import seqlearn
+    import seqlearn.streams as streams
+
+    with pytest.warns(DeprecationWarning, match="seqlearn.language_model_data.LanguageModelDataModule"):
+        old = streams.LanguageModelDataModule
+    assert old is LanguageModelDataModule is seqlearn.LanguageModelDataModule
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        streams.Nothing

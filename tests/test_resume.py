@@ -131,7 +131,7 @@ def runs(tmp_path_factory):
 @pytest.mark.parametrize("model", list(KILL_AT))
 def test_run_killed_mid_epoch_resumes_to_the_same_weights(runs, tmp_path, model):
     """Seq2Seq: dropout, scheduled sampling (linear decay by step) and a step LR schedule;
-    Tagger: dropout, word dropout and lr_decay; LanguageModel: variational dropout and the
+    Tagger: dropout, word dropout and the inverse-time LR decay; LanguageModel: variational dropout and the
     state carried from window to window; SequenceClassifier: dropout.  Two epochs;
     checkpoints every 3 steps."""
     full, killed = runs(model)

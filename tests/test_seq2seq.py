@@ -197,7 +197,7 @@ def test_step_function_agrees_with_teacher_forced_scores(decoder, options):
         total = torch.zeros(3)
         ids = batch.tgt.ids
         for t in range(ids.size(1) - 1):
-            log_probs, state, attn = model.step(ids[:, t], state)
+            log_probs, state, attn = model.search_step(ids[:, t], state)
             gold = ids[:, t + 1]
             total += log_probs.gather(1, gold[:, None]).squeeze(1).masked_fill(gold == 0, 0.0)
             if attn is not None:

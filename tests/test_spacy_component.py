@@ -22,7 +22,7 @@ POS = [
     ("EU rejects German call to boycott British lamb .", "PROPN VERB ADJ NOUN PART VERB ADJ NOUN PUNCT"),
     ("Peter Blackburn said", "PROPN PROPN VERB"),
 ]
-SMALL = dict(word_dim=16, char_dim=8, char_out_dim=8, hidden_size=16, dropout=0.0, lr=0.05)
+SMALL = dict(embedding_dim=16, char_dim=8, char_out_dim=8, hidden_size=16, dropout=0.0, lr=0.05)
 
 
 def _trained(pairs, tmp_path, **kw) -> tuple[Tagger, str]:

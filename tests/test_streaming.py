@@ -73,7 +73,7 @@ def test_causal_tagger_step_equals_batch_forward(char_features, cell):
     torch.manual_seed(2)
     words, tags, chars = tagging_vocabs()
     tagger = Tagger(words, tags, chars, char_features=char_features, cell=cell, bidirectional=False, head="softmax",
-                    word_dim=8, char_dim=6, char_out_dim=6, hidden_size=10, num_layers=2, word_dropout=0.3)  # fmt: skip
+                    embedding_dim=8, char_dim=6, char_out_dim=6, hidden_size=10, num_layers=2, word_dropout=0.3)  # fmt: skip
     tagger.eval()
     sentences = [["the", "big", "dog", "runs"], ["a", "cat", "sleeps", "on", "the", "mat"], ["small"]]
     batch_words, batch_chars = tagger.encode(sentences)
@@ -103,6 +103,6 @@ def test_causal_tagger_step_equals_batch_forward(char_features, cell):
 def test_taggers_that_read_the_future_refuse_to_stream():
     words, tags, chars = tagging_vocabs()
     for options in ({"bidirectional": True, "head": "softmax"}, {"bidirectional": False, "head": "crf"}):
-        tagger = Tagger(words, tags, None, char_features=None, hidden_size=4, word_dim=4, **options)
+        tagger = Tagger(words, tags, None, char_features=None, hidden_size=4, embedding_dim=4, **options)
         with pytest.raises(ConfigError, match="causal"):
             tagger.init_state()

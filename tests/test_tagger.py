@@ -11,14 +11,16 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+from seqeval import metrics as seqeval_metrics
+from seqeval import scheme as seqeval_scheme
 
 from seqlearn import cli, registry, tag_schemes
 from seqlearn.cells import Cell
 from seqlearn.datamodules import TaggingDataModule
 from seqlearn.errors import ConfigError, UnknownComponentError
 from seqlearn.readers import read_conll
-from seqlearn.tagger import Tagger, TextSpan, tag_lines, tagging_metrics
-from seqlearn.tagger_cli import is_tagger_config
+from seqlearn.tagger import Tagger, TextSpan, tagging_metrics
+from seqlearn.tagger_cli import is_tagger_config, tag_lines
 from seqlearn.vocab import Vocab
 
 torch.set_num_threads(1)
@@ -72,7 +74,7 @@ Zwingmann NNP I-NP I-PER
 said VBD B-VP O
 . . O O
 """
-SMALL = dict(word_dim=16, char_dim=8, char_out_dim=8, hidden_size=16, dropout=0.0, lr=0.05)
+SMALL = dict(embedding_dim=16, char_dim=8, char_out_dim=8, hidden_size=16, dropout=0.0, lr=0.05)
 
 
 def _fit(tagger: Tagger, dm: TaggingDataModule, root: Path, epochs: int) -> pl.Trainer:
@@ -110,13 +112,35 @@ def test_overfits_sample_with_gold_tags_and_spans(ner, sample_path):
     predicted = tagger.predict([" ".join(s.tokens) for s in gold])
     for sentence, result in zip(gold, predicted):
         assert result.tokens == sentence.tokens
-        assert result.tags == tag_schemes.convert_tags(sentence.tags, "BIO", "BIOUL")
+        assert result.tags == sentence.tags  # the data's scheme (see test_predict_returns_the_data_scheme)
         expected = [TextSpan(s.label, s.start, s.end, " ".join(sentence.tokens[s.start : s.end]))
                     for s in tag_schemes.spans(sentence.tags, "BIO")]  # fmt: skip
         assert result.spans == expected
     assert predicted[3].spans[0] == TextSpan("ORG", 1, 3, "European Commission")
     # token lists and strings give the same result
     assert tagger.predict([gold[0].tokens]) == predicted[:1]
+
+
+def test_predict_returns_the_data_scheme_unless_asked_for_another(ner, sample_path):
+    """Trained in BIOUL on BIO files: seqeval's strict IOB2 mode, the oracle, reads predict's
+    tags (it refuses BIOUL's U- tags), and scheme="BIOUL" gives the tags trained on."""
+    tagger, _ = ner
+    gold = [s.tags for s in read_conll(sample_path)]
+    sentences = [s.tokens for s in read_conll(sample_path)]
+    assert tagger.scheme == "BIOUL" and tagger.hparams.data_scheme == "BIO"
+    strict = {"mode": "strict", "scheme": seqeval_scheme.IOB2}
+    predicted = [t.tags for t in tagger.predict(sentences)]
+    assert seqeval_metrics.f1_score(gold, predicted, **strict) == 1.0
+    bioul = [t.tags for t in tagger.predict(sentences, scheme="BIOUL")]
+    assert any(tag.startswith("U-") for tags in bioul for tag in tags)
+    with pytest.raises(ValueError):  # what predict returned before: strict IOB2 refuses U-PER
+        seqeval_metrics.f1_score(gold, bioul, **strict)
+    assert seqeval_metrics.f1_score([tag_schemes.convert_tags(g, "BIO", "BIOUL") for g in gold], bioul,
+                                    mode="strict", scheme=seqeval_scheme.BILOU) == 1.0  # fmt: skip
+    iob1 = [t.tags for t in tagger.predict(sentences, scheme="iob1")]
+    assert iob1 == [tag_schemes.convert_tags(g, "BIO", "IOB1") for g in gold]
+    with pytest.raises(ConfigError, match="unknown tag scheme"):
+        tagger.predict(sentences, scheme="BILUO-ish")
 
 
 def test_pos_with_softmax_head_and_char_bilstm(sample_path, tmp_path):
@@ -219,7 +243,7 @@ def test_pretrained_vectors_initialize_rows_and_are_not_reread(sample_path, tmp_
     vectors = tmp_path / "vectors.txt"
     vectors.write_text("2 3\neu 1 2 3\nGerman 4 5 6\n", encoding="utf-8")
     dm = TaggingDataModule(sample_path, sample_path, scheme="BIO", char_features=False)
-    tagger = Tagger.from_datamodule(dm, char_features=None, embeddings=str(vectors), **{**SMALL, "word_dim": 3})
+    tagger = Tagger.from_datamodule(dm, char_features=None, embeddings=str(vectors), **{**SMALL, "embedding_dim": 3})
     rows = tagger.word_embedding.weight
     assert rows[tagger.word_vocab.stoi["EU"]].tolist() == [1.0, 2.0, 3.0]  # by lowercase fallback
     assert rows[tagger.word_vocab.stoi["German"]].tolist() == [4.0, 5.0, 6.0]
@@ -241,11 +265,14 @@ def test_tag_command_writes_conll(ner, monkeypatch, capsys):
     assert cli.main(["tag", "--ckpt", path]) == 0
     expected = tagger.predict(["EU rejects German call to boycott British lamb .", "Peter Blackburn"])
     lines = [f"{w}\t{t}" for w, t in zip(expected[0].tokens, expected[0].tags)]
-    assert capsys.readouterr().out == "\n".join(lines) + "\n\n" + "\n" + "Peter\tB-PER\nBlackburn\tL-PER\n\n"
+    assert capsys.readouterr().out == "\n".join(lines) + "\n\n" + "\n" + "Peter\tB-PER\nBlackburn\tI-PER\n\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO("Peter Blackburn\n"))
+    assert cli.main(["tag", "--ckpt", path, "--scheme", "BIOUL"]) == 0
+    assert capsys.readouterr().out == "Peter\tB-PER\nBlackburn\tL-PER\n\n"
     out = io.StringIO()
     assert tag_lines(tagger, ["Peter Blackburn"], out, confidence=True) == 1
     conf = tagger.predict(["Peter Blackburn"])[0].confidence
-    assert out.getvalue() == f"Peter\tB-PER\t{conf[0]:.4f}\nBlackburn\tL-PER\t{conf[1]:.4f}\n\n"
+    assert out.getvalue() == f"Peter\tB-PER\t{conf[0]:.4f}\nBlackburn\tI-PER\t{conf[1]:.4f}\n\n"
     assert cli.main(["tag", "--ckpt", "/nonexistent.ckpt"]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
 
@@ -290,7 +317,7 @@ trainer:
   default_root_dir: {tmp_path}
 model:
   class_path: seqlearn.Tagger
-  init_args: {{word_dim: 8, char_dim: 4, char_out_dim: 4, hidden_size: 8}}
+  init_args: {{embedding_dim: 8, char_dim: 4, char_out_dim: 4, hidden_size: 8}}
 data:
   train: {sample_path.name}
   valid: {sample_path.name}

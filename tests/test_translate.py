@@ -131,7 +131,7 @@ def test_batch_invariance_and_attention(beam_size):
     # the untrimmed search output: padding columns get exactly zero weight
     src = pad([model.src_vocab.encode(s, add_eos=True) for s in [short, *longer]], model.src_vocab.pad_index)
     with torch.no_grad():
-        hyps = search.beam_search(model.step, model.start(src), bos_index=model.tgt_vocab.bos_index,
+        hyps = search.beam_search(model.search_step, model.start(src), bos_index=model.tgt_vocab.bos_index,
                                   eos_index=model.tgt_vocab.eos_index, beam_size=beam_size, max_length=9)
     assert hyps[0][0].attention.shape[1] == src.ids.size(1)
     assert torch.all(hyps[0][0].attention[:, len(short) + 1:] == 0)
@@ -139,13 +139,13 @@ def test_batch_invariance_and_attention(beam_size):
 
 def test_heuristic_stopping_takes_fewer_steps_and_still_scores_exactly(monkeypatch):
     model = tiny_model(["x", "y", "z", "w", "v", "u", "t"], seed=5, sharpness=2.0)
-    step, calls = model.step, {"rows": 0}
+    step, calls = model.search_step, {"rows": 0}
 
     def counting(prev, state):
         calls["rows"] += prev.numel()
         return step(prev, state)
 
-    monkeypatch.setattr(model, "step", counting)
+    monkeypatch.setattr(model, "search_step", counting)
     options = dict(beam_size=4, n_best=2, max_length=12, length_penalty="gnmt", alpha=1.0)
     rows = {}
     results = {}

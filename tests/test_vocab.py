@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from seqlearn import Vocab, VocabError
+from seqlearn import ConfigError, Vocab, VocabError
 from seqlearn.vocab import BOS, EOS, PAD, UNK
 
 
@@ -83,3 +83,41 @@ def test_bad_vocab_files_name_the_file(tmp_path, content, message):
     with pytest.raises(VocabError, match=message) as err:
         Vocab.load(path)
     assert str(path) in str(err.value)
+
+
+# -- coercing a model's vocabulary argument -------------------------------------------------------
+
+
+def test_coerce_takes_a_vocab_its_dict_or_with_tokens_a_list():
+    vocab = Vocab(["a", "b"])
+    assert Vocab.coerce(vocab, "vocab") is vocab
+    assert Vocab.coerce(vocab.to_dict(), "vocab") == vocab
+    labels = Vocab.coerce(["pos", "neg"], "label_vocab", tokens=True, specials=())
+    assert labels.itos == ["pos", "neg"] and labels.specials == ()
+
+
+@pytest.mark.parametrize("value, tokens, kind", [
+    (["a", "b"], False, "a Vocab, its to_dict\\(\\); got list"),
+    (42, True, "a Vocab, its to_dict\\(\\) or a list of token strings; got int"),
+    (["a", 1], True, "a Vocab, its to_dict\\(\\) or a list of token strings; got list"),
+    (None, False, "a Vocab, its to_dict\\(\\); got NoneType"),
+])  # fmt: skip
+def test_coerce_names_the_argument_it_refuses(value, tokens, kind):
+    with pytest.raises(ConfigError, match=f"^tgt_vocab must be {kind}"):
+        Vocab.coerce(value, "tgt_vocab", tokens=tokens)
+
+
+def test_coerce_reports_a_foreign_dict_as_a_vocabulary_error_naming_the_argument():
+    with pytest.raises(VocabError, match="^word_vocab, the word vocabulary: not a seqlearn vocabulary"):
+        Vocab.coerce({"itos": ["a"]}, "word_vocab")
+
+
+def test_models_coerce_their_vocabulary_arguments_by_name():
+    from seqlearn import LanguageModel, SequenceClassifier, Tagger
+
+    with pytest.raises(ConfigError, match="^vocab must be a Vocab"):
+        LanguageModel(("a", "b"))
+    with pytest.raises(ConfigError, match="^char_vocab must be a Vocab"):
+        Tagger(Vocab(["a"]), Vocab(["O"], specials=("<pad>",)), "abc")
+    model = SequenceClassifier(Vocab(["a"]).to_dict(), ["yes", "no"], embedding_dim=2, hidden_size=2)
+    assert model.label_vocab.itos == ["yes", "no"] and model.vocab == Vocab(["a"])

@@ -47,7 +47,7 @@ def test_coverage_is_the_running_sum_of_the_returned_attention():
     assert bool((state["coverage"] == 0).all()) and state["coverage"].shape == src.ids.shape
     tokens, total = torch.full((len(SOURCES),), model.tgt_vocab.bos_index), torch.zeros(src.ids.shape)
     for _ in range(5):
-        _, state, attn = model.step(tokens, state)
+        _, state, attn = model.search_step(tokens, state)
         total += attn
         torch.testing.assert_close(state["coverage"], total)
         assert bool((state["coverage"][~src.mask] == 0).all())  # padding is never covered
@@ -63,13 +63,13 @@ def test_the_attention_reads_the_coverage_as_see_et_al_write_it():
     model = _model()
     src, state = _start(model)
     tokens = torch.full((len(SOURCES),), model.tgt_vocab.bos_index)
-    _, state, _ = model.step(tokens, state)
+    _, state, _ = model.search_step(tokens, state)
     s_prev = state["hidden.0.0"]  # a GRU: the state is the top output the attention reads
     att = model.decoder.attention
     w_q, u_m = att.query_layer(s_prev)[:, None], att.key_layer(state["memory"])
     scores = torch.tanh(w_q + u_m + state["coverage"][..., None] * model.decoder.coverage_weight) @ att.energy
     expected = torch.softmax(scores.masked_fill(~src.mask, -torch.inf), -1)
-    _, _, attn = model.step(tokens, state)
+    _, _, attn = model.search_step(tokens, state)
     torch.testing.assert_close(attn, expected)
 
     model.decoder.coverage_weight.zero_()
@@ -89,8 +89,8 @@ def test_every_state_tensor_is_batch_first_and_reorders_with_the_batch():
     for _ in range(3):
         assert all(t.size(0) == len(SOURCES) for t in state.values())
         reordered = {k: t.index_select(0, order) for k, t in state.items()}
-        log_probs, state, attn = model.step(tokens, state)
-        r_log_probs, r_state, r_attn = model.step(tokens[order], reordered)
+        log_probs, state, attn = model.search_step(tokens, state)
+        r_log_probs, r_state, r_attn = model.search_step(tokens[order], reordered)
         torch.testing.assert_close(r_log_probs, log_probs[order])
         torch.testing.assert_close(r_attn, attn[order])
         torch.testing.assert_close(r_state["coverage"], state["coverage"][order])

@@ -109,7 +109,7 @@ def test_the_fused_luong_decoder_attends_for_all_steps_at_once_through_it():
     logits = torch.log_softmax(model(src, tgt.ids), -1)
     state = model.start(src)
     for t in range(tgt.ids.size(1)):
-        log_probs, state, attn = model.step(tgt.ids[:, t], state)
+        log_probs, state, attn = model.search_step(tgt.ids[:, t], state)
         torch.testing.assert_close(log_probs, logits[:, t])
         assert bool((attn[1, 2:] == 0).all())  # padding after "d </s>"
 

@@ -1,0 +1,210 @@
+"""What a trained :class:`~seqlearn.Seq2Seq` does with text: translate, sample, score, show.
+
+:class:`TranslationMethods` is a part of :class:`~seqlearn.Seq2Seq` (kept apart from the
+network and its training in :mod:`seqlearn.seq2seq`)::
+
+    model.translate(["ein hund läuft"], beam_size=5)[0][0].tokens   # ['a', 'dog', 'runs']
+    model.score(["ein hund läuft"], ["a dog runs"])                  # tensor([-0.41])
+
+Decoding goes through the search protocol (:class:`seqlearn.protocols.SearchModel`):
+``start`` and ``search_step`` of the model, driven by a strategy of :mod:`seqlearn.search`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+from . import search
+from .batching import Padded, pad
+from .errors import ConfigError, check_hyperparameters
+from .inputs import MAX_INPUT_TOKENS, length_batches, token_lists
+from .protocols import decode
+from .search import Hypothesis
+from .training import evaluating
+
+__all__ = ["TranslationMethods", "SEARCH_PRECISIONS", "default_max_length"]
+
+#: ``precision`` of search -> autocast dtype ("32": no autocast)
+SEARCH_PRECISIONS = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
+
+
+def default_max_length(longest_source: int) -> int:
+    """Decoding steps allowed when the caller names none: 100, or twice the longest source
+    plus 10 when that is more.  A constant for ordinary sentences keeps a translation the
+    same whatever batch it is decoded in."""
+    return max(100, 2 * longest_source + 10)
+
+
+class TranslationMethods:
+    """Inference of :class:`~seqlearn.Seq2Seq` (see the module docstring); it relies on the
+    model's vocabularies, tokenizers, ``start``/``search_step`` and ``forward``."""
+
+    def _strings(self, ids: Iterable[int]) -> list[str]:
+        itos = self.tgt_vocab.itos
+        return [itos[i] for i in ids]
+
+    def _source_batch(self, token_lists: Sequence[Sequence[str]]) -> Padded:
+        ids = [self.src_vocab.encode(tokens, add_eos=True) for tokens in token_lists]
+        return pad(ids, self.src_vocab.pad_index).to(self.device)
+
+    def _search(self, src: Padded, strategy: Callable[..., list[list[Hypothesis]]], max_length: int | None = None,
+                precision: str = "32", **options: Any) -> list[list[Hypothesis]]:
+        """``strategy`` (of :mod:`seqlearn.search`) run on a source batch through the search
+        protocol (:func:`seqlearn.protocols.decode`), in eval mode without gradients, at
+        ``precision`` (see :meth:`translate`).  Hypotheses hold token ids."""
+        if precision not in SEARCH_PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(SEARCH_PRECISIONS)}; got {precision!r}")
+        # search_step() returns float32 log-probabilities, so scores add up in float32 under autocast;
+        # no_grad, not inference_mode, under autocast: only then does autocast cast each weight
+        # once per batch instead of at every step (it caches casts of tensors that require grad)
+        autocast = precision != "32"
+        with evaluating(self), torch.no_grad() if autocast else torch.inference_mode(), torch.autocast(
+            self.device.type, dtype=SEARCH_PRECISIONS[precision], enabled=autocast
+        ):
+            return decode(
+                self, strategy, src, bos_index=self.tgt_vocab.bos_index, eos_index=self.tgt_vocab.eos_index,
+                max_length=max_length or default_max_length(int(src.lengths.max())), **options,
+            )
+
+    def _decode_inputs(
+        self, sources: list[list[str]], batch_size: int, return_attention: bool,
+        run: Callable[[Padded, int], list[list[Hypothesis]]],
+    ) -> list[list[Hypothesis]]:
+        check_hyperparameters("Seq2Seq", positive={"batch_size": batch_size})
+        longest = max((len(t) + 1 for t in sources), default=1)
+        results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, None, [])] for _ in sources]  # empty in, empty out
+        for chunk in length_batches(sources, batch_size):
+            src = self._source_batch([sources[i] for i in chunk])
+            for i, src_len, hyps in zip(chunk, src.lengths.tolist(), run(src, longest)):
+                results[i] = [
+                    Hypothesis(
+                        self._strings(h.tokens),
+                        h.score,
+                        h.attention[:, :src_len].float().cpu() if return_attention and h.attention is not None else None,
+                        sources[i],
+                    )
+                    for h in hyps
+                ]
+        return results
+
+    def translate(
+        self,
+        inputs: str | Sequence[str | Sequence[str]],
+        beam_size: int = 1,
+        n_best: int = 1,
+        max_length: int | None = None,
+        length_penalty: str | None = None,
+        return_attention: bool = False,
+        *,
+        alpha: float = 1.0,
+        min_length: int = 0,
+        block_ngram_repeat: int = 0,
+        coverage_penalty: float = 0.0,
+        batch_size: int = 64,
+        max_input_length: int | None = MAX_INPUT_TOKENS,
+        precision: str = "32",
+        stopping: str = "exact",
+    ) -> list[list[Hypothesis]]:
+        """Translate sentences (strings, tokenized with the model's source tokenizer) or token
+        lists.  Returns, per input, up to ``n_best`` :class:`~seqlearn.search.Hypothesis`
+        objects, best first, their tokens strings; each carries its ``source`` tokens.
+
+        Inputs (see :mod:`seqlearn.inputs`): one string is one sentence; a sentence is a
+        string or a list of token strings.  A source token the vocabulary does not know is
+        read as ``<unk>`` (``source`` keeps it as given, so attention columns still align
+        with it).  An empty or whitespace-only sentence gives one empty hypothesis
+        (``tokens == []``, score 0, ``source == []``), not an error.  A sentence longer than
+        ``max_input_length`` tokens (default :data:`~seqlearn.inputs.MAX_INPUT_TOKENS`, 512;
+        None for no limit) is cut to that many, with a
+        :class:`~seqlearn.errors.TruncationWarning`.  ``None``, numbers, bytes or token lists
+        holding non-strings raise :class:`~seqlearn.errors.InputError`.
+
+        ``beam_size == 1`` without length or coverage penalty or n-gram blocking is greedy
+        search; otherwise beam search (see :func:`seqlearn.search.beam_search` for
+        ``length_penalty`` ``"gnmt"``/``"average"`` with ``alpha``, ``stopping`` and the rest).
+        ``max_length`` counts decoding steps, ``</s>`` included (default:
+        :func:`default_max_length` of the longest input).  ``precision="bf16"`` runs the
+        matrix products in bfloat16 (autocast; scores stay float32), usually with the same
+        translations (``"16"``: float16, for GPUs; the README's benchmarks give speeds).
+        With ``return_attention`` each
+        hypothesis carries its attention ``(steps, src_len + 1)``: a row per scored step
+        (``</s>`` included), a column per source token and the source's ``</s>``.
+        """
+        options = {"beam_size": beam_size, "n_best": n_best, "length_penalty": length_penalty, "alpha": alpha,
+                   "block_ngram_repeat": block_ngram_repeat, "coverage_penalty": coverage_penalty, "stopping": stopping}
+
+        return self._decode_inputs(
+            token_lists(inputs, self.src_tokenizer, caller="translate", max_length=max_input_length),
+            batch_size, return_attention,
+            lambda src, longest: self._search(
+                src, search.most_probable, max_length or default_max_length(longest), precision, min_length=min_length,
+                src_mask=src.mask, per_sentence=self.decoder.per_sentence, **options,
+            ),
+        )
+
+    def sample(
+        self,
+        inputs: str | Sequence[str | Sequence[str]],
+        num_samples: int = 1,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        max_length: int | None = None,
+        return_attention: bool = False,
+        generator: torch.Generator | None = None,
+        batch_size: int = 64,
+        max_input_length: int | None = MAX_INPUT_TOKENS,
+        precision: str = "32",
+    ) -> list[list[Hypothesis]]:
+        """Sampled translations (see :func:`seqlearn.search.sample`); inputs and ``precision``
+        as for :meth:`translate`."""
+        options = {"num_samples": num_samples, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+                   "generator": generator}
+        return self._decode_inputs(
+            token_lists(inputs, self.src_tokenizer, caller="sample", max_length=max_input_length),
+            batch_size, return_attention,
+            lambda src, longest: self._search(
+                src, search.sample, max_length or default_max_length(longest), precision, **options
+            ),
+        )
+
+    def show_attention(self, inputs: str | Sequence[str | Sequence[str]], beam_size: int = 1, n_best: int = 1,
+                       **translate_options: Any) -> Any:
+        """Translate ``inputs`` and show each hypothesis' attention in a notebook widget
+        (:class:`seqlearn.widgets.AttentionView`; needs the ``notebook`` extra)."""
+        from .widgets import show_model_attention
+
+        return show_model_attention(self, inputs, beam_size=beam_size, n_best=n_best, **translate_options)
+
+    def show_hidden_states(self, sentence: str | Sequence[str], **view_options: Any) -> Any:
+        """Show the encoder's per-token hidden states and gate activations for ``sentence``
+        (:class:`seqlearn.widgets.HiddenStateView`)."""
+        from .widgets import show_hidden_states
+
+        return show_hidden_states(self, sentence, **view_options)
+
+    def score(
+        self, sources: Sequence[str | Sequence[str]], targets: Sequence[str | Sequence[str]], batch_size: int = 64
+    ) -> torch.Tensor:
+        """Summed log-probability of each target given its source (``</s>`` included),
+        teacher-forced in eval mode: ``(len(sources),)``.  Sentences as for :meth:`translate`,
+        never truncated."""
+        src_lists = token_lists(sources, self.src_tokenizer, caller="score", max_length=None)
+        tgt_lists = token_lists(targets, self.tgt_tokenizer, caller="score", max_length=None)
+        if len(src_lists) != len(tgt_lists):
+            raise ConfigError(f"score: {len(src_lists)} sources but {len(tgt_lists)} targets")
+        scores = []
+        with evaluating(self):
+            for start in range(0, len(src_lists), batch_size):
+                src = self._source_batch(src_lists[start : start + batch_size])
+                tgt = pad(
+                    [self.tgt_vocab.encode(t, add_bos=True, add_eos=True) for t in tgt_lists[start : start + batch_size]],
+                    self.tgt_vocab.pad_index,
+                ).ids.to(self.device)
+                log_probs = torch.log_softmax(self(src, tgt[:, :-1]).float(), -1)
+                gold = tgt[:, 1:]
+                token_scores = log_probs.gather(-1, gold.unsqueeze(-1)).squeeze(-1)
+                scores.append(token_scores.masked_fill(gold == self.tgt_vocab.pad_index, 0.0).sum(1).cpu())
+        return torch.cat(scores) if scores else torch.zeros(0)
+
