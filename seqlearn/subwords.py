@@ -28,11 +28,16 @@ import random
 from itertools import islice
 from typing import Any, Iterable, Sequence
 
+from torch.utils.data import Dataset
+
 from . import registry
 from .errors import ConfigError, DataError
+from .readers import ParallelExample
 from .tokenizers import Tokenizer, _text
+from .vocab import Vocab
 
-__all__ = ["train_sentencepiece", "SentencePieceTokenizer", "MODEL_TYPES", "sample_lines"]
+__all__ = ["train_sentencepiece", "SentencePieceTokenizer", "SampledPairs", "MODEL_TYPES", "sample_lines",
+           "tokenizer_model", "tokenizer_from_model"]
 
 MODEL_TYPES = ("bpe", "unigram")
 #: the specials at seqlearn's ids (see seqlearn.vocab.DEFAULT_SPECIALS)
@@ -71,7 +76,7 @@ def train_sentencepiece(
     The model has byte fallback, seqlearn's specials at ids 0-3 (``<pad>``, ``<unk>``,
     ``<s>``, ``</s>``), the ``identity`` normalization and whitespace kept as written (so
     tokenization round-trips exactly).  ``vocab_size`` counts every piece, specials and the
-    256 byte pieces included; a corpus too small for it raises :class:`ConfigError`.
+    256 byte pieces included; it is an upper bound, which a small corpus may not reach.
     """
     import sentencepiece as spm
 
@@ -93,7 +98,7 @@ def train_sentencepiece(
             sentence_iterator=iter(sample), model_writer=model, model_type=model_type, vocab_size=vocab_size,
             input_sentence_size=0,  # already sampled
             byte_fallback=True, character_coverage=character_coverage, normalization_rule_name="identity",
-            remove_extra_whitespaces=False, split_digits=False,
+            remove_extra_whitespaces=False, split_digits=False, hard_vocab_limit=False,
             num_threads=num_threads or os.cpu_count() or 1, minloglevel=2, **options,
         )  # fmt: skip
     except RuntimeError as exc:  # "Vocabulary size is too high (8000). Please set it to a value <= 1234."
@@ -179,3 +184,48 @@ class SentencePieceTokenizer(Tokenizer):
         self.__dict__.update(state)
         self.sp = spm.SentencePieceProcessor()
         self.sp.load_from_serialized_proto(self.model_proto)
+
+
+def tokenizer_model(tokenizer: Any, given: bytes | None = None) -> bytes | None:
+    """The model bytes a checkpoint carries for ``tokenizer`` (an object or a registry
+    name): a SentencePiece tokenizer's :attr:`~SentencePieceTokenizer.model_proto`, the
+    ``given`` bytes for a ``sentencepiece`` name (a checkpoint being loaded, its file
+    perhaps gone), or the named file's bytes; None for a tokenizer without a model."""
+    if isinstance(tokenizer, SentencePieceTokenizer):
+        return tokenizer.model_proto
+    if not (isinstance(tokenizer, str) and tokenizer.split(":", 1)[0] == "sentencepiece"):
+        return None
+    if given is not None:
+        return bytes(given)
+    return registry.tokenizers.build(tokenizer).model_proto
+
+
+def tokenizer_from_model(proto: bytes) -> SentencePieceTokenizer:
+    """The tokenizer of model bytes that :func:`tokenizer_model` gave, stamped with its
+    registry provenance (``sentencepiece``) as a checkpoint records it."""
+    return registry.tokenizers.build("sentencepiece", bytes(proto))
+
+
+class SampledPairs(Dataset):
+    """Training pairs segmented anew at every access by sampling tokenizers (subword
+    regularization): item ``i`` is ``(i, source ids + </s>, <s> + target ids + </s>)`` of
+    ``examples[i]``'s text, like the encoded split it stands in for.  The draws come from
+    SentencePiece's own random generator, so they differ from epoch to epoch (and are not
+    replayed by a resumed run)."""
+
+    def __init__(self, examples: Sequence[ParallelExample], src_tokenizer: SentencePieceTokenizer,
+                 tgt_tokenizer: SentencePieceTokenizer, src_vocab: Vocab, tgt_vocab: Vocab):
+        self.examples = examples
+        self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
+        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> tuple[int, list[int], list[int]]:
+        ex = self.examples[index]
+        return (
+            index,
+            self.src_vocab.encode(self.src_tokenizer.sample(ex.src_text), add_eos=True),
+            self.tgt_vocab.encode(self.tgt_tokenizer.sample(ex.tgt_text), add_bos=True, add_eos=True),
+        )
