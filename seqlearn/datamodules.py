@@ -34,8 +34,8 @@ from .default_task import make_default_task
 from .errors import ConfigError, DataError, VocabError
 from .readers import ParallelExample, TaggedSentence, read_conll, read_conllu, read_parallel, read_tsv
 from .subwords import MODEL_TYPES, SampledPairs, SentencePieceTokenizer, is_sentencepiece_name, train_sentencepiece
-from .tokenizers import get_tokenizer
 from .tag_schemes import canonical_scheme, convert_tags, find_violation
+from .tokenizers import get_tokenizer
 from .vocab import Vocab
 
 __all__ = ["TranslationDataModule", "TaggingDataModule", "ParallelSource", "TaggedSource"]
