@@ -21,6 +21,7 @@ import dataclasses
 import os
 import warnings
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar, Union
 
@@ -32,7 +33,9 @@ from .batching import BucketBatchSampler, ResumableLoader, collate_tagging, coll
 from .default_task import make_default_task
 from .errors import ConfigError, DataError, VocabError
 from .readers import ParallelExample, TaggedSentence, read_conll, read_conllu, read_parallel, read_tsv
+from .subwords import MODEL_TYPES, SampledPairs, SentencePieceTokenizer, is_sentencepiece_name, train_sentencepiece
 from .tag_schemes import canonical_scheme, convert_tags, find_violation
+from .tokenizers import get_tokenizer
 from .vocab import Vocab
 
 __all__ = ["TranslationDataModule", "TaggingDataModule", "ParallelSource", "TaggedSource"]
@@ -194,9 +197,13 @@ class SplitsDataModule(pl.LightningDataModule):
             num_replicas=replicas, rank=rank, pad_shards=pad_shards,
         )  # fmt: skip
 
+    def _dataset(self, name: str) -> Sequence[tuple]:
+        """What the loader of split ``name`` reads: the encoded split."""
+        return self.encoded(name)
+
     def _loader(self, name: str, sampler: BucketBatchSampler) -> ResumableLoader:
         return ResumableLoader(DataLoader(
-            self.encoded(name),
+            self._dataset(name),
             batch_sampler=sampler,
             collate_fn=self._collate(),
             num_workers=self.num_workers,
@@ -234,6 +241,11 @@ class SplitsDataModule(pl.LightningDataModule):
         return out
 
 
+def _is_file_source(source: Any) -> bool:
+    """Whether ``source`` names files (which the readers tokenize), not examples or "default"."""
+    return isinstance(source, os.PathLike) or (isinstance(source, str) and source != DEFAULT) or _is_path_pair(source)
+
+
 def _is_path_pair(source: Any) -> bool:
     return (
         isinstance(source, (tuple, list))
@@ -264,7 +276,22 @@ class TranslationDataModule(SplitsDataModule):
         ``"default"``, valid and test left as None come from the default task too.
         Relative paths are taken under ``data_dir`` when it is given.
     src_tokenizer, tgt_tokenizer: registry names or tokenizer objects, used on files;
-        ready examples and the default task come tokenized (by whitespace).
+        ready examples and the default task come tokenized (by whitespace).  A trained
+        model's ``model.src_tokenizer``/``model.tgt_tokenizer`` with its vocabularies
+        fine-tune it on new data (a SentencePiece model then segments new words into
+        known pieces).
+    subwords, vocab_size, joint, subword_sample_size: with ``subwords`` ``"bpe"`` or
+        ``"unigram"``, a SentencePiece model of ``vocab_size`` pieces (at most) is trained
+        on a seeded sample of at most ``subword_sample_size`` training sentences
+        (:func:`~seqlearn.subwords.train_sentencepiece`); it replaces both tokenizers and
+        its pieces are the vocabularies (``joint``: one model and vocabulary for both
+        sides, else one per side).  ``max_length`` then counts pieces.
+    subword_alpha, subword_nbest: subword regularization of the training batches, which
+        segment each sentence anew every time they are drawn (SentencePiece sampling;
+        see :class:`~seqlearn.subwords.SentencePieceTokenizer`); validation and test
+        batches always use the one deterministic segmentation.  Needs SentencePiece
+        tokenizers (``subwords``, or given ones).  The token budget is reckoned on the
+        deterministic segmentation, which sampled ones exceed somewhat.
     lowercase, limit: as in the readers, on every split.  max_length: drops longer training
         pairs only; validation and test sentences are never filtered.
     min_freq, max_size: of the vocabularies, built from train.  Pass ``src_vocab`` and
@@ -299,7 +326,18 @@ class TranslationDataModule(SplitsDataModule):
         data_dir: str | os.PathLike | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        subwords: str | None = None,
+        vocab_size: int = 8000,
+        joint: bool = True,
+        subword_sample_size: int = 2_000_000,
+        subword_alpha: float | None = None,
+        subword_nbest: int = -1,
     ):
+        if subwords is not None and subwords not in MODEL_TYPES:
+            raise ConfigError(f"subwords must be None, {' or '.join(map(repr, MODEL_TYPES))}; got {subwords!r}")
+        if subwords is not None and (src_vocab is not None or tgt_vocab is not None):
+            raise ConfigError("subwords trains new vocabularies: pass either subwords or src_vocab/tgt_vocab "
+                              "(with a trained model's tokenizers)")  # fmt: skip
         if train == DEFAULT:
             valid = DEFAULT if valid is None else valid
             test = DEFAULT if test is None else test
@@ -309,10 +347,16 @@ class TranslationDataModule(SplitsDataModule):
             max_tokens=max_tokens, max_sentences=max_sentences, shuffle=shuffle, seed=seed, data_dir=data_dir,
             num_workers=num_workers, pin_memory=pin_memory,
         )  # fmt: skip
-        self.src_tokenizer = src_tokenizer
-        self.tgt_tokenizer = tgt_tokenizer
+        # a SentencePiece model is loaded once: the splits are segmented by it, also ready examples
+        self.src_tokenizer = get_tokenizer(src_tokenizer) if is_sentencepiece_name(src_tokenizer) else src_tokenizer
+        self.tgt_tokenizer = get_tokenizer(tgt_tokenizer) if is_sentencepiece_name(tgt_tokenizer) else tgt_tokenizer
         self.src_vocab = src_vocab
         self.tgt_vocab = tgt_vocab
+        self.subwords = subwords
+        self.subword_options = {"vocab_size": vocab_size, "input_sentence_size": subword_sample_size, "seed": seed}
+        self.joint = joint
+        self.subword_alpha = subword_alpha
+        self.subword_nbest = subword_nbest
         self._default_task: dict[str, list[ParallelExample]] | None = None
 
     def references(self, split: str) -> list[str]:
@@ -321,9 +365,56 @@ class TranslationDataModule(SplitsDataModule):
         return [ex.tgt_text for ex in self.split(split)]
 
     def _read(self, source: ParallelSource, split: str) -> list[ParallelExample]:
+        if self.subwords is not None and not self._has_vocabularies():
+            if split == "train":
+                return self._train_subwords(source)
+            self._ensure_vocabularies()  # every split is segmented by the model trained on train
+        if isinstance(self.src_tokenizer, SentencePieceTokenizer) and not _is_file_source(source):
+            # ready examples and the default task come tokenized by whitespace
+            return self._segmented(self._read_tokenized(source, split, None), split)
+        return self._read_tokenized(source, split, self.max_length if split == "train" else None)
+
+    def _train_subwords(self, source: ParallelSource) -> list[ParallelExample]:
+        """Train the SentencePiece model(s) on the training ``source`` and make them the
+        tokenizers and vocabularies; returns the training pairs segmented by them."""
+        texts = self._read_tokenized(source, "train", None, tokenizers=("whitespace", "whitespace"))
+        train = partial(train_sentencepiece, model_type=self.subwords, **self.subword_options)
+        src_lines, tgt_lines = (ex.src_text for ex in texts), (ex.tgt_text for ex in texts)
+        if self.joint:
+            self.src_tokenizer = self.tgt_tokenizer = SentencePieceTokenizer(train(chain(src_lines, tgt_lines)))
+        else:
+            self.src_tokenizer = SentencePieceTokenizer(train(src_lines))
+            self.tgt_tokenizer = SentencePieceTokenizer(train(tgt_lines))
+        self.src_vocab = Vocab.from_sentencepiece(self.src_tokenizer)
+        self.tgt_vocab = self.src_vocab if self.joint else Vocab.from_sentencepiece(self.tgt_tokenizer)
+        return self._segmented(texts, "train")
+
+    def _segmented(self, examples: Sequence[ParallelExample], split: str) -> list[ParallelExample]:
+        """``examples`` tokenized anew from their text by the (SentencePiece) tokenizers,
+        without training pairs longer than ``max_length`` pieces."""
+        src = self.src_tokenizer.tokenize_batch([ex.src_text for ex in examples])
+        tgt = self.tgt_tokenizer.tokenize_batch([ex.tgt_text for ex in examples])
+        longest = self.max_length if split == "train" and self.max_length is not None else float("inf")
+        return [dataclasses.replace(ex, src=s, tgt=t) for ex, s, t in zip(examples, src, tgt)
+                if len(s) <= longest and len(t) <= longest]  # fmt: skip
+
+    def _dataset(self, name: str) -> Sequence[tuple]:
+        if name != "train" or self.subword_alpha is None:
+            return self.encoded(name)
+        tokenizers = (self.src_tokenizer, self.tgt_tokenizer)
+        if not all(isinstance(t, SentencePieceTokenizer) for t in tokenizers):
+            raise ConfigError("subword_alpha (subword sampling) needs SentencePiece tokenizers: set subwords, or "
+                              "pass a subword model's tokenizers")  # fmt: skip
+        sampling = [SentencePieceTokenizer(t.model_proto, alpha=self.subword_alpha, nbest=self.subword_nbest)
+                    for t in tokenizers]  # fmt: skip
+        return SampledPairs(self.split("train"), *sampling, self.src_vocab, self.tgt_vocab)
+
+    def _read_tokenized(self, source: ParallelSource, split: str, max_length: int | None,
+                        tokenizers: tuple[Any, Any] | None = None) -> list[ParallelExample]:
+        src_tokenizer, tgt_tokenizer = tokenizers or (self.src_tokenizer, self.tgt_tokenizer)
         options = dict(
-            src_tokenizer=self.src_tokenizer, tgt_tokenizer=self.tgt_tokenizer, lowercase=self.lowercase,
-            max_length=self.max_length if split == "train" else None, limit=self.limit,
+            src_tokenizer=src_tokenizer, tgt_tokenizer=tgt_tokenizer, lowercase=self.lowercase,
+            max_length=max_length, limit=self.limit,
         )  # fmt: skip
         if isinstance(source, str) and source == DEFAULT:
             if self._default_task is None:

@@ -5,6 +5,10 @@
     model = Seq2Seq(src_vocab, tgt_vocab, cell="gru", attention="bahdanau", decoder="bahdanau")
     pl.Trainer(max_epochs=10, gradient_clip_val=5).fit(model, datamodule)
     model.translate(["ein hund läuft"], beam_size=5)[0][0].tokens   # ['a', 'dog', 'runs']
+    model.translate("ein hund läuft")[0][0].text                    # 'a dog runs'
+
+With a SentencePiece tokenizer (``TranslationDataModule(..., subwords="bpe")``) tokens
+are subword pieces and ``text`` is the detokenized sentence.
 
 Sizes: ``hidden_size`` is the decoder's; the encoder has ``encoder_hidden_size`` units per
 direction, by default ``hidden_size // 2`` when bidirectional (so the encoder outputs, the
@@ -44,12 +48,14 @@ from .finetuning import FineTuningMethods
 from .loss import label_smoothed_nll, linear_label_smoothed_nll
 from .optim import check_optimization, configure_optimization
 from .search import Hypothesis
+from .subwords import SentencePieceTokenizer, tokenizer_from_model, tokenizer_model
 from .tokenizers import get_tokenizer
 from .training import BatchResult, TrainingModule, check_nonfinite_policy
 from .translation import SEARCH_PRECISIONS, TranslationMethods, default_max_length
 from .vocab import Vocab
 
-__all__ = ["Seq2Seq", "TeacherForcing", "Hypothesis", "label_smoothed_nll", "default_max_length", "SEARCH_PRECISIONS"]
+__all__ = ["Seq2Seq", "TeacherForcing", "Hypothesis", "label_smoothed_nll", "default_max_length", "SEARCH_PRECISIONS",
+           "tokenizer_hparams"]
 
 FREEZABLE = ("encoder", "decoder", "embeddings", "src_embedding", "tgt_embedding")
 
@@ -108,6 +114,8 @@ def _tokenizer_name(tokenizer: Any, side: str) -> str:
     """The registry name a checkpoint stores for a tokenizer."""
     if isinstance(tokenizer, str):
         return tokenizer
+    if isinstance(tokenizer, SentencePieceTokenizer) and registry.provenance(tokenizer) is None:
+        return "sentencepiece"  # built from bytes, which the checkpoint carries beside the name
     prov = registry.provenance(tokenizer)
     if prov is None:
         raise ConfigError(
@@ -115,6 +123,18 @@ def _tokenizer_name(tokenizer: Any, side: str) -> str:
             f"checkpoint can restore it; got {tokenizer!r}"
         )
     return prov.name
+
+
+def tokenizer_hparams(src_tokenizer: Any, tgt_tokenizer: Any, tokenizer_models: dict[str, Any] | None = None
+                      ) -> tuple[str, str, dict[str, bytes] | None]:
+    """What a checkpoint stores for the tokenizers (names or objects): their registry
+    names, and the model bytes of those that carry a model (SentencePiece) by side, which
+    rebuild them where the ``.model`` file is gone (``tokenizer_models``: the bytes a
+    checkpoint gave, used for a side still named ``sentencepiece...``)."""
+    models = {side: tokenizer_model(tok, (tokenizer_models or {}).get(side))
+              for side, tok in (("src", src_tokenizer), ("tgt", tgt_tokenizer))}
+    models = {side: proto for side, proto in models.items() if proto is not None}
+    return _tokenizer_name(src_tokenizer, "src"), _tokenizer_name(tgt_tokenizer, "tgt"), models or None
 
 
 class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, TrainingModule):
@@ -140,7 +160,8 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
     ``lr_min``; ``freeze`` (any of ``encoder``,
     ``decoder``, ``embeddings``, ``src_embedding``, ``tgt_embedding``).  Gradient clipping
     is the Trainer's (``gradient_clip_val``).  ``val_bleu``: greedy-decode the validation set
-    and log sacreBLEU of the detokenized text each epoch.
+    and log standard sacreBLEU of the detokenized text (``val_bleu``) and BLEU of the
+    tokens (``val_bleu_tok``) each epoch (see :meth:`epoch_metrics`).
 
     Faults: ``on_nonfinite`` ``"stop"`` (default: raise
     :class:`~seqlearn.errors.NonFiniteLossError` naming the batch, weights untouched) or
@@ -187,6 +208,7 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
         tgt_tokenizer: str = "whitespace",
         val_bleu: bool = True,
         on_nonfinite: str = "stop",
+        tokenizer_models: dict[str, Any] | None = None,
     ):
         super().__init__()
         src, tgt = Vocab.coerce(src_vocab, "src_vocab"), Vocab.coerce(tgt_vocab, "tgt_vocab")
@@ -211,7 +233,7 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
         self.src_vocab, self.tgt_vocab = src, tgt
         # hyperparameters hold plain types only: checkpoints load with weights_only=True
         src_vocab, tgt_vocab = src.to_dict(), tgt.to_dict()
-        src_tokenizer, tgt_tokenizer = _tokenizer_name(src_tokenizer, "src"), _tokenizer_name(tgt_tokenizer, "tgt")
+        src_tokenizer, tgt_tokenizer, tokenizer_models = tokenizer_hparams(src_tokenizer, tgt_tokenizer, tokenizer_models)
         freeze = list(freeze)
         self.save_hyperparameters()
 
@@ -270,11 +292,17 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
     # tokenizers and provenance ----------------------------------------------------------
     @cached_property
     def src_tokenizer(self) -> Any:
-        return get_tokenizer(self.hparams.src_tokenizer)
+        return self._tokenizer("src")
 
     @cached_property
     def tgt_tokenizer(self) -> Any:
-        return get_tokenizer(self.hparams.tgt_tokenizer)
+        return self._tokenizer("tgt")
+
+    def _tokenizer(self, side: str) -> Any:
+        """The ``side`` tokenizer: from the model bytes the hyperparameters carry, else by name."""
+        proto = (self.hparams.get("tokenizer_models") or {}).get(side)
+        name = self.hparams[f"{side}_tokenizer"]
+        return get_tokenizer(name) if proto is None else tokenizer_from_model(proto)
 
     def registered_components(self) -> dict[str, Any]:
         """The registry-built components whose provenance checkpoints record (see
@@ -379,30 +407,43 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
         loss, nll, n = self.batch_loss(batch, p)
         if split == "train" and self.teacher_forcing.schedule != "none":
             self.log("gold_probability", p, on_step=True, on_epoch=False)
-        outputs: list[tuple[str, str]] = []
+        outputs: list[tuple[str, str, str, str]] = []
         if split == "val" and self.hparams.val_bleu:
+            hyps = [self._strings(h[0].tokens) for h in self._search(batch.src, search.greedy_search)]
+            ref_texts, ref_tokens = self._references(batch)
             detok = self.tgt_tokenizer.detokenize
-            hyps = [detok(self._strings(h[0].tokens)) for h in self._search(batch.src, search.greedy_search)]
-            outputs = list(zip(hyps, self._references(batch)))
+            outputs = [(detok(h), r, " ".join(h), " ".join(rt)) for h, r, rt in zip(hyps, ref_texts, ref_tokens)]
         return BatchResult(loss, n, nll=nll, outputs=outputs)
 
     def epoch_metrics(self, split: str, sums: dict[str, torch.Tensor], outputs: list[Any]) -> dict[str, float]:
-        """``val_bleu``: sacreBLEU of the detokenized greedy translations of the validation set."""
+        """``val_bleu``: standard sacreBLEU (13a tokenization, cased) of the detokenized greedy
+        translations of the validation set against the raw references; ``val_bleu_tok``: BLEU
+        of the output tokens against the reference tokens as the data module split them (no
+        further tokenization: the peers' metric for word models; subword pieces for a
+        SentencePiece model)."""
         if split != "val" or not outputs:
             return {}
-        hyps, refs = zip(*outputs)
-        return {"val_bleu": sacrebleu.corpus_bleu(list(hyps), [list(refs)]).score}
+        hyps, refs, hyp_tokens, ref_tokens = (list(column) for column in zip(*outputs))
+        return {"val_bleu": sacrebleu.corpus_bleu(hyps, [refs]).score,
+                "val_bleu_tok": sacrebleu.corpus_bleu(hyp_tokens, [ref_tokens], tokenize="none").score}
 
-    def _references(self, batch: TranslationBatch) -> list[str]:
-        """The validation references of ``batch`` as text: the data module's raw target
-        sentences when it has them, else the target ids decoded (then a reference's ``<unk>``
-        would match a hypothesis' ``<unk>`` and BLEU come out too high)."""
+    def _references(self, batch: TranslationBatch) -> tuple[list[str], list[list[str]]]:
+        """The validation references of ``batch`` as text and as tokens: the data module's
+        raw target sentences and their tokens when it has them, else the target ids decoded
+        (then a reference's ``<unk>`` would match a hypothesis' ``<unk>`` and BLEU come out
+        too high)."""
         datamodule = getattr(self.trainer, "datamodule", None)
+        index = batch.index.tolist()
+        decoded = [self.tgt_vocab.decode(ids) for ids in batch.tgt.ids.tolist()]
         if hasattr(datamodule, "references"):
             texts = datamodule.references("valid")
-            return [texts[i] for i in batch.index.tolist()]
-        detok = self.tgt_tokenizer.detokenize
-        return [detok(self.tgt_vocab.decode(ids)) for ids in batch.tgt.ids.tolist()]
+            texts = [texts[i] for i in index]
+        else:
+            texts = [self.tgt_tokenizer.detokenize(t) for t in decoded]
+        if hasattr(datamodule, "split"):
+            examples = datamodule.split("valid")
+            return texts, [examples[i].tgt for i in index]
+        return texts, decoded
 
     def configure_optimizers(self) -> Any:
         return configure_optimization(self)

@@ -20,7 +20,7 @@ from .checkpoint_loading import load_checkpoint
 from .datamodules import TranslationDataModule
 from .errors import ConfigError, SeqlearnError
 from .renamed import renaming_hint
-from .seq2seq import Seq2Seq
+from .seq2seq import Seq2Seq, tokenizer_hparams
 from .vocab import Vocab
 
 __all__ = ["Seq2SeqCLI", "fit", "bundled_configs", "resolve_configs", "fit_arguments", "config_errors", "translate_lines"]
@@ -96,17 +96,24 @@ def _vocabularies(data: TranslationDataModule) -> tuple[Vocab, Vocab]:
     return data.src_vocab, data.tgt_vocab
 
 
+def _tokenizers(data: TranslationDataModule) -> tuple[str, str, dict[str, bytes] | None]:
+    # after setup: with subwords, the tokenizers are the SentencePiece models trained there
+    data.setup("fit")
+    return tokenizer_hparams(data.src_tokenizer, data.tgt_tokenizer)
+
+
 class Seq2SeqCLI(LightningCLI):
     """LightningCLI for Seq2Seq on a TranslationDataModule: the model gets the data
-    module's vocabularies (built from its training split) and tokenizer names."""
+    module's vocabularies (built from its training split) and tokenizers (names, and the
+    bytes of SentencePiece models it trained)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data", "model.src_vocab", compute_fn=lambda d: _vocabularies(d)[0],
-                              apply_on="instantiate")
-        parser.link_arguments("data", "model.tgt_vocab", compute_fn=lambda d: _vocabularies(d)[1],
-                              apply_on="instantiate")
-        parser.link_arguments("data.src_tokenizer", "model.src_tokenizer")
-        parser.link_arguments("data.tgt_tokenizer", "model.tgt_tokenizer")
+        for i, target in enumerate(("src_vocab", "tgt_vocab")):
+            parser.link_arguments("data", f"model.{target}", compute_fn=lambda d, i=i: _vocabularies(d)[i],
+                                  apply_on="instantiate")
+        for i, target in enumerate(("src_tokenizer", "tgt_tokenizer", "tokenizer_models")):
+            parser.link_arguments("data", f"model.{target}", compute_fn=lambda d, i=i: _tokenizers(d)[i],
+                                  apply_on="instantiate")
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -137,15 +144,17 @@ def translate_lines(model: Seq2Seq, lines: Iterable[str], out: TextIO, *, n_best
     Lines are read ``chunk`` at a time, so arbitrarily long inputs stream.  ``options``
     go to :meth:`Seq2Seq.translate` (``beam_size``, ``max_length``, ``length_penalty``...).
     """
-    join = model.tgt_tokenizer.detokenize if detokenize else " ".join
+    def join(h: Any) -> str:
+        return h.text if detokenize else " ".join(h.tokens)
+
     lines = iter(lines)
     done = 0
     while block := [line.rstrip("\r\n") for line in islice(lines, chunk)]:
         for i, hyps in enumerate(model.translate(block, n_best=n_best, **options), start=done):
             if n_best == 1:
-                out.write(join(hyps[0].tokens) + "\n")
+                out.write(join(hyps[0]) + "\n")
             else:
-                out.writelines(f"{i} ||| {join(h.tokens)} ||| {h.score:.6f}\n" for h in hyps)
+                out.writelines(f"{i} ||| {join(h)} ||| {h.score:.6f}\n" for h in hyps)
         done += len(block)
     out.flush()
     return done

@@ -73,20 +73,19 @@ class TranslationMethods:
     ) -> list[list[Hypothesis]]:
         check_hyperparameters("Seq2Seq", positive={"batch_size": batch_size})
         longest = max((len(t) + 1 for t in sources), default=1)
-        results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, None, [])] for _ in sources]  # empty in, empty out
+        results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, None, [], "")] for _ in sources]  # empty in, empty out
         for chunk in length_batches(sources, batch_size):
             src = self._source_batch([sources[i] for i in chunk])
             for i, src_len, hyps in zip(chunk, src.lengths.tolist(), run(src, longest)):
-                results[i] = [
-                    Hypothesis(
-                        self._strings(h.tokens),
-                        h.score,
-                        h.attention[:, :src_len].float().cpu() if return_attention and h.attention is not None else None,
-                        sources[i],
-                    )
-                    for h in hyps
-                ]
+                results[i] = [self._readable(h, sources[i], src_len if return_attention else None) for h in hyps]
         return results
+
+    def _readable(self, hyp: Hypothesis, source: list[str], src_len: int | None) -> Hypothesis:
+        """``hyp`` of search (token ids) with token strings, text and ``source``, and its
+        attention cut to the ``src_len`` columns of its source (None: no attention)."""
+        tokens = self._strings(hyp.tokens)
+        attention = None if src_len is None or hyp.attention is None else hyp.attention[:, :src_len].float().cpu()
+        return Hypothesis(tokens, hyp.score, attention, source, self.tgt_tokenizer.detokenize(tokens))
 
     def translate(
         self,
@@ -108,7 +107,8 @@ class TranslationMethods:
     ) -> list[list[Hypothesis]]:
         """Translate sentences (strings, tokenized with the model's source tokenizer) or token
         lists.  Returns, per input, up to ``n_best`` :class:`~seqlearn.search.Hypothesis`
-        objects, best first, their tokens strings; each carries its ``source`` tokens.
+        objects, best first, their tokens strings and their ``text`` the translation
+        detokenized by the target tokenizer; each carries its ``source`` tokens.
 
         Inputs (see :mod:`seqlearn.inputs`): one string is one sentence; a sentence is a
         string or a list of token strings.  A source token the vocabulary does not know is
