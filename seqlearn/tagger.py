@@ -17,9 +17,10 @@ Tags: the tag vocabulary's specials (``<pad>``) are never scored; the model scor
 such as POS.  With a scheme, the CRF never decodes an invalid sequence and span metrics
 are logged; token accuracy is always logged.
 
-Logged metrics: ``train_loss`` each step; ``val_loss``, ``val_acc`` (token accuracy)
-and, with a scheme, ``val_f1``, ``val_precision``, ``val_recall`` -- seqeval in strict
-mode with the data's scheme, micro-averaged over entity types -- each validation epoch.
+Logged metrics: ``train_loss`` each step and its epoch mean; ``val_loss`` (over the
+sentences, CRF, or tokens, softmax), ``val_acc`` (token accuracy) and, with a scheme,
+``val_f1``, ``val_precision``, ``val_recall`` -- seqeval in strict mode, micro-averaged
+over entity types -- each validation epoch (``test_*`` likewise).
 
 Loss: CRF negative log-likelihood averaged over the sentences of a batch, or
 token-averaged cross-entropy for the softmax head.
