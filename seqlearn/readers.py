@@ -207,31 +207,49 @@ def _examples(
     _check_limits(max_length, limit)
     src_tok, tgt_tok = get_tokenizer(src_tokenizer), get_tokenizer(tgt_tokenizer)
     out: list[ParallelExample] = []
-    skipped, first_skipped = 0, ""
-    with closing(rows):
-        while limit is None or len(out) < limit:
-            chunk = list(islice(rows, _CHUNK))
-            if not chunk:
+    chunks = text_chunks(rows, where, lowercase, skip_empty)
+    with closing(chunks):
+        for kept in chunks:
+            if limit is not None and len(out) >= limit:
                 break
-            kept = []
-            for line, src, tgt, src_path, tgt_path in chunk:
-                if src and tgt:
-                    kept.append((line, src.lower(), tgt.lower()) if lowercase else (line, src, tgt))
-                    continue
-                side, path = ("source", src_path) if not src else ("target", tgt_path)
-                if not skip_empty:
-                    raise DataError(f"empty {side} line (pass skip_empty=True to skip such pairs)", path, line)
-                skipped += 1
-                first_skipped = first_skipped or f"{path}:{line}"
             src_tokens = _tokenize_batch(src_tok, [k[1] for k in kept])
             tgt_tokens = _tokenize_batch(tgt_tok, [k[2] for k in kept])
             for (line, src, tgt), s, t in zip(kept, src_tokens, tgt_tokens):
                 if max_length is None or (len(s) <= max_length and len(t) <= max_length):
                     out.append(ParallelExample(src, tgt, s, t, line))
-    if skipped:
-        warnings.warn(f"{where}: skipped {skipped} pair(s) with an empty source or target line (first at "
-                      f"{first_skipped}); pass skip_empty=False to raise instead", stacklevel=3)
     return out[:limit] if limit is not None else out
+
+
+def text_chunks(rows: Iterator[_Row], where: str, lowercase: bool, skip_empty: bool) -> Iterator[list[tuple[int, str, str]]]:
+    """``(line, source text, target text)`` of the rows with both sides non-empty
+    (lowercased if asked), a list of up to ``_CHUNK`` at a time; what the readers tokenize,
+    and what :mod:`seqlearn.corpus_encoding` tokenizes on all cores.  Empty pairs raise,
+    or are counted and reported in one warning once the rows are exhausted."""
+    skipped, first_skipped = 0, ""
+
+    def report() -> None:
+        if skipped:
+            warnings.warn(f"{where}: skipped {skipped} pair(s) with an empty source or target line (first at "
+                          f"{first_skipped}); pass skip_empty=False to raise instead", stacklevel=5)
+
+    with closing(rows):
+        try:
+            while chunk := list(islice(rows, _CHUNK)):
+                kept = []
+                for line, src, tgt, src_path, tgt_path in chunk:
+                    if src and tgt:
+                        kept.append((line, src.lower(), tgt.lower()) if lowercase else (line, src, tgt))
+                        continue
+                    side, path = ("source", src_path) if not src else ("target", tgt_path)
+                    if not skip_empty:
+                        raise DataError(f"empty {side} line (pass skip_empty=True to skip such pairs)", path, line)
+                    skipped += 1
+                    first_skipped = first_skipped or f"{path}:{line}"
+                yield kept
+        except GeneratorExit:  # the reader stopped early (limit): report what it read
+            report()
+            raise
+    report()
 
 
 def _tokenize_batch(tokenizer: Any, texts: list[str]) -> list[list[str]]:
