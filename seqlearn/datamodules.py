@@ -14,10 +14,17 @@ True
 
 ``setup`` reads each split once; calling it again (Lightning calls it per stage) costs
 nothing.
+
+A translation training split read from files is prepared once into the corpus cache
+(:mod:`seqlearn.corpus_cache`): :meth:`~TranslationDataModule.prepare_data` tokenizes and
+encodes it on all cores, and ``setup`` then only maps the ids; its raw text
+(``data.examples["train"]``) is read only if asked for.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import warnings
 from functools import partial
@@ -28,11 +35,16 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from .batching import BucketBatchSampler, ResumableLoader, collate_tagging, collate_translation
+from .batching import BucketBatchSampler, ResumableLoader, collate_tagging
+from .corpus_cache import CacheWriter, cache_key, default_cache_dir, file_identity, open_entry, open_side, tokenizer_identity
+from .corpus_encoding import encode_corpus
 from .default_task import make_default_task
 from .errors import ConfigError, DataError, VocabError
-from .readers import ParallelExample, TaggedSentence, read_conll, read_conllu, read_parallel, read_tsv
+from .readers import (ParallelExample, TaggedSentence, _aligned_rows, _check_limits, _tsv_rows, read_conll, read_conllu,
+                      read_parallel, read_tsv, text_chunks)  # fmt: skip
 from .tag_schemes import canonical_scheme, convert_tags, find_violation
+from .token_arrays import EncodedPairs, TokenArray, ready_batch, token_dtype
+from .tokenizers import get_tokenizer
 from .vocab import Vocab
 
 __all__ = ["TranslationDataModule", "TaggingDataModule", "ParallelSource", "TaggedSource"]
@@ -88,9 +100,10 @@ class _SplitsDataModule(pl.LightningDataModule):
         self.data_dir = None if data_dir is None else Path(data_dir)
         self.num_workers = num_workers
         self.pin_memory = pin_memory
-        #: raw examples of each split read so far, in file order (``batch.index`` points here)
-        self.examples: dict[str, list] = {}
-        self._encoded: dict[str, list[tuple]] = {}
+        #: raw examples of each split, in file order (``batch.index`` points here), read on
+        #: first access
+        self.examples: dict[str, list] = _RawSplits(self.split)
+        self._encoded: dict[str, Any] = {}
         self._train_sampler: BucketBatchSampler | None = None
 
     # -- subclass interface -----------------------------------------------------------
@@ -234,6 +247,17 @@ class _SplitsDataModule(pl.LightningDataModule):
         return out
 
 
+class _RawSplits(dict):
+    """A dict of splits that reads a missing one when it is looked up (``examples["train"]``)."""
+
+    def __init__(self, read: Callable[[str], list]):
+        super().__init__()
+        self._read = read
+
+    def __missing__(self, name: str) -> list:
+        return self._read(name)
+
+
 def _is_path_pair(source: Any) -> bool:
     return (
         isinstance(source, (tuple, list))
@@ -271,6 +295,10 @@ class TranslationDataModule(_SplitsDataModule):
         ``tgt_vocab`` to use existing ones instead (tokens they lack become ``<unk>``).
     max_tokens, max_sentences: batch budget (padded tokens of the longer side, with
         specials) and/or sentences per batch.  shuffle, seed: training order.
+    cache_dir: where a training split read from files is prepared once as memory-mapped
+        ids (:meth:`prepare_data`); by default :func:`~seqlearn.corpus_cache.default_cache_dir`,
+        ``~/.cache/seqlearn/corpora``.  Splits given as examples, the default task, and the
+        (small) validation and test splits are encoded in memory.
 
     Batches are :class:`~seqlearn.batching.TranslationBatch` (src ends with ``</s>``, tgt is
     ``<s> ... </s>``); ``batch.index`` points into ``self.examples[split]`` and
@@ -299,6 +327,7 @@ class TranslationDataModule(_SplitsDataModule):
         data_dir: str | os.PathLike | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        cache_dir: str | os.PathLike | None = None,
     ):
         if train == DEFAULT:
             valid = DEFAULT if valid is None else valid
@@ -313,7 +342,97 @@ class TranslationDataModule(_SplitsDataModule):
         self.tgt_tokenizer = tgt_tokenizer
         self.src_vocab = src_vocab
         self.tgt_vocab = tgt_vocab
+        self.cache_dir = cache_dir
         self._default_task: dict[str, list[ParallelExample]] | None = None
+        self._entry: tuple[Path, dict[str, Any]] | None = None  # the training split's cache entry
+
+    def prepare_data(self) -> None:
+        """Encode a training split read from files into the corpus cache, unless an entry
+        for these files and options is there already.  Lightning calls this before
+        :meth:`setup`, in one process per node (the others wait); ``setup`` calls it when
+        nobody did."""
+        if self._cached():
+            self._train_entry()
+
+    def encoded(self, name: str) -> EncodedPairs:
+        """Split ``name`` as ids (:class:`~seqlearn.token_arrays.EncodedPairs`): the
+        training split mapped from the corpus cache, others encoded once in memory."""
+        if name not in self._encoded:
+            self._ensure_vocabularies()
+            if name == "train" and self._cached():
+                folder, meta = self._train_entry()
+                src, tgt = open_side(folder, meta, "src"), open_side(folder, meta, "tgt")
+            else:
+                examples = self.split(name)
+                src = TokenArray.from_sequences([self.src_vocab.encode(ex.src) for ex in examples],
+                                                token_dtype(len(self.src_vocab)))  # fmt: skip
+                tgt = TokenArray.from_sequences([self.tgt_vocab.encode(ex.tgt) for ex in examples],
+                                                token_dtype(len(self.tgt_vocab)))  # fmt: skip
+            self._encoded[name] = EncodedPairs(
+                src, tgt, (self.src_vocab.pad_index, self.src_vocab.eos_index),
+                (self.tgt_vocab.pad_index, self.tgt_vocab.bos_index, self.tgt_vocab.eos_index),
+            )  # fmt: skip
+        return self._encoded[name]
+
+    def _ensure_vocabularies(self) -> None:
+        if not self._has_vocabularies() and self._cached():
+            folder, _ = self._train_entry()
+            if self.src_vocab is None:
+                self.src_vocab = Vocab.load(folder / "src.vocab.json")
+            if self.tgt_vocab is None:
+                self.tgt_vocab = Vocab.load(folder / "tgt.vocab.json")
+        super()._ensure_vocabularies()
+
+    # -- the corpus cache ---------------------------------------------------------------
+    def _cached(self) -> bool:
+        """Whether the training split goes through the corpus cache: it is read from files."""
+        source = self.sources["train"]
+        return _is_path_pair(source) or (isinstance(source, (str, os.PathLike)) and source != DEFAULT)
+
+    def _train_entry(self) -> tuple[Path, dict[str, Any]]:
+        """``(folder, meta)`` of the training split's cache entry, prepared if missing."""
+        if self._entry is None:
+            root = Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
+            key = cache_key(self._cache_parts())
+            self._entry = open_entry(root, key) or self._prepare_train(root, key)
+        return self._entry
+
+    def _train_files(self) -> list[Path]:
+        source = self.sources["train"]
+        return [self._path(p) for p in (source if _is_path_pair(source) else [source])]
+
+    def _cache_parts(self) -> dict[str, Any]:
+        """Everything the encoded training split depends on: the key's ingredients."""
+        from . import __version__
+
+        def vocab_hash(vocab: Vocab | None) -> str | None:
+            return None if vocab is None else hashlib.sha256(json.dumps(vocab.to_dict()).encode()).hexdigest()
+
+        return {
+            "kind": "translation", "seqlearn": __version__, "files": [file_identity(p) for p in self._train_files()],
+            "tsv": not _is_path_pair(self.sources["train"]),
+            "tokenizers": [tokenizer_identity(get_tokenizer(t)) for t in (self.src_tokenizer, self.tgt_tokenizer)],
+            "lowercase": self.lowercase, "max_length": self.max_length, "limit": self.limit,
+            "min_freq": self.min_freq, "max_size": self.max_size,
+            "vocabularies": [vocab_hash(self.src_vocab), vocab_hash(self.tgt_vocab)],
+        }  # fmt: skip
+
+    def _prepare_train(self, root: Path, key: str) -> tuple[Path, dict[str, Any]]:
+        _check_limits(self.max_length, self.limit)
+        files = self._train_files()
+        rows = _aligned_rows(*files) if len(files) == 2 else _tsv_rows(files[0])
+        where = " / ".join(map(os.fspath, files))
+        with CacheWriter(root, key) as out:
+            pairs, vocabs, dtypes = encode_corpus(
+                text_chunks(rows, where, self.lowercase, skip_empty=True),
+                [get_tokenizer(self.src_tokenizer), get_tokenizer(self.tgt_tokenizer)], out,
+                sides=("src", "tgt"), vocabs=(self.src_vocab, self.tgt_vocab), min_freq=self.min_freq,
+                max_size=self.max_size, max_length=self.max_length, limit=self.limit,
+            )  # fmt: skip
+            for side, vocab in zip(("src", "tgt"), vocabs):
+                out.write_bytes(f"{side}.vocab.json", json.dumps(vocab.to_dict(), ensure_ascii=False).encode("utf-8"))
+            out.commit({"dtypes": dtypes, "pairs": pairs, "source": where, "parts": self._cache_parts()})
+        return open_entry(root, key)
 
     def references(self, split: str) -> list[str]:
         """The target sentences of ``split`` as text (lowercased if asked), indexed like
@@ -358,18 +477,11 @@ class TranslationDataModule(_SplitsDataModule):
         if self.tgt_vocab is None:
             self.tgt_vocab = Vocab.build((ex.tgt for ex in train), self.min_freq, self.max_size)
 
-    def _encode(self, index: int, ex: ParallelExample, where: str) -> tuple[int, list[int], list[int]]:
-        return (
-            index,
-            self.src_vocab.encode(ex.src, add_eos=True),
-            self.tgt_vocab.encode(ex.tgt, add_bos=True, add_eos=True),
-        )
-
-    def _lengths(self, encoded: list[tuple]) -> list[tuple[int, int]]:
-        return [(len(src), len(tgt)) for _, src, tgt in encoded]
+    def _lengths(self, encoded: EncodedPairs) -> Any:
+        return encoded.lengths()
 
     def _collate(self) -> Callable:
-        return partial(collate_translation, src_pad=self.src_vocab.pad_index, tgt_pad=self.tgt_vocab.pad_index)
+        return ready_batch  # EncodedPairs.__getitems__ builds the batch
 
 
 class TaggingDataModule(_SplitsDataModule):

@@ -68,6 +68,11 @@ class Tokenizer:
     def detokenize(self, tokens: Sequence[str]) -> str:
         raise NotImplementedError
 
+    def cache_identity(self) -> str:
+        """What the tokens depend on besides seqlearn's version, for the corpus cache's key
+        (:func:`~seqlearn.corpus_cache.tokenizer_identity`)."""
+        return repr(self)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -190,6 +195,11 @@ class SpacyTokenizer(Tokenizer):
     def __repr__(self) -> str:
         return f"SpacyTokenizer({self.lang!r})"
 
+    def cache_identity(self) -> str:
+        import spacy
+
+        return f"{self!r} spacy {spacy.__version__}"
+
     # pickled (DataLoader workers, checkpoints) by language, not by pipeline
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "nlp"}
@@ -202,6 +212,12 @@ class SpacyTokenizer(Tokenizer):
 # -- NLTK ---------------------------------------------------------------------------------
 
 
+def _nltk_version() -> str:
+    import nltk
+
+    return f"nltk {nltk.__version__}"
+
+
 @registry.tokenizers.register("nltk:toktok")
 class ToktokTokenizer(Tokenizer):
     """NLTK's Toktok tokenizer (needs no NLTK data); detokenized by :func:`rule_detokenize`."""
@@ -210,6 +226,9 @@ class ToktokTokenizer(Tokenizer):
         from nltk.tokenize import ToktokTokenizer as _Toktok
 
         self._tok = _Toktok()
+
+    def cache_identity(self) -> str:
+        return f"{self!r} {_nltk_version()}"
 
     def tokenize(self, text: str) -> list[str]:
         return self._tok.tokenize(_text(text, self))
@@ -229,6 +248,9 @@ class TreebankTokenizer(Tokenizer):
 
         self._tok = TreebankWordTokenizer()
         self._detok = TreebankWordDetokenizer()
+
+    def cache_identity(self) -> str:
+        return f"{self!r} {_nltk_version()}"
 
     def tokenize(self, text: str) -> list[str]:
         return self._tok.tokenize(_text(text, self))
