@@ -17,6 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import Counter, deque
+from contextlib import closing, nullcontext
 from itertools import chain, islice
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -152,22 +153,27 @@ def _deferred(chunks: Iterable[list[tuple]]) -> Iterator[list[tuple] | DataError
     """The chunks; a DataError while reading ahead is yielded in its place and ends them,
     to be raised when its turn comes (a ``limit`` may be reached before)."""
     it = iter(chunks)
-    while True:
-        try:
-            chunk = next(it)
-        except StopIteration:
-            return
-        except DataError as exc:
-            yield exc
-            return
-        if chunk:
-            yield chunk
+    with closing(it) if hasattr(it, "close") else nullcontext():  # a reader stopped early reports what it read
+        while True:
+            try:
+                chunk = next(it)
+            except StopIteration:
+                return
+            except DataError as exc:
+                yield exc
+                return
+            if chunk:
+                yield chunk
 
 
 def _encoded(chunks: Iterable[list[tuple]], state: tuple, processes: int) -> Iterator[list]:
     """``_encode_chunk`` of each chunk, in order; on ``processes`` workers when there is
     more than one chunk, keeping at most two chunks per worker in flight."""
-    pulled = _deferred(chunks)
+    with closing(_deferred(chunks)) as pulled:
+        yield from _encoded_chunks(pulled, state, processes)
+
+
+def _encoded_chunks(pulled: Iterator[list[tuple] | DataError], state: tuple, processes: int) -> Iterator[list]:
     head = list(islice(pulled, 2))
     if processes <= 1 or len(head) < 2 or isinstance(head[1], DataError):
         for chunk in chain(head, pulled):
