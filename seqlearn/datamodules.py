@@ -23,11 +23,10 @@ encodes it on all cores, and ``setup`` then only maps the ids; its raw text
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import warnings
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar, Union
 
@@ -35,16 +34,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from .batching import BucketBatchSampler, ResumableLoader, collate_tagging
-from .corpus_cache import CacheWriter, cache_key, default_cache_dir, file_identity, open_entry, open_side, tokenizer_identity
-from .corpus_encoding import encode_corpus
+from .batching import BucketBatchSampler, ResumableLoader, collate_tagging, collate_translation
+from .corpus_cache import open_side
 from .default_task import make_default_task
 from .errors import ConfigError, DataError, VocabError
-from .readers import (ParallelExample, TaggedSentence, _aligned_rows, _check_limits, _tsv_rows, read_conll, read_conllu,
-                      read_parallel, read_tsv, text_chunks)  # fmt: skip
+from .readers import ParallelExample, TaggedSentence, _is_path_pair, read_conll, read_conllu, read_parallel, read_tsv
+from .subwords import MODEL_TYPES, SampledPairs, SentencePieceTokenizer, train_sentencepiece
 from .tag_schemes import canonical_scheme, convert_tags, find_violation
 from .token_arrays import EncodedPairs, TokenArray, ready_batch, token_dtype
-from .tokenizers import get_tokenizer
+from .translation_cache import CachedTrainingSplit
 from .vocab import Vocab
 
 __all__ = ["TranslationDataModule", "TaggingDataModule", "ParallelSource", "TaggedSource"]
@@ -207,11 +205,17 @@ class _SplitsDataModule(pl.LightningDataModule):
             num_replicas=replicas, rank=rank, pad_shards=pad_shards,
         )  # fmt: skip
 
+    def _dataset(self, name: str) -> Sequence[tuple]:
+        """What the loader of split ``name`` reads: the encoded split."""
+        return self.encoded(name)
+
     def _loader(self, name: str, sampler: BucketBatchSampler) -> ResumableLoader:
+        dataset = self._dataset(name)
         return ResumableLoader(DataLoader(
-            self.encoded(name),
+            dataset,
             batch_sampler=sampler,
-            collate_fn=self._collate(),
+            # a dataset with __getitems__ (EncodedPairs) builds the batch itself
+            collate_fn=ready_batch if hasattr(dataset, "__getitems__") else self._collate(),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
@@ -258,12 +262,9 @@ class _RawSplits(dict):
         return self._read(name)
 
 
-def _is_path_pair(source: Any) -> bool:
-    return (
-        isinstance(source, (tuple, list))
-        and len(source) == 2
-        and all(isinstance(p, (str, os.PathLike)) for p in source)
-    )
+def _is_file_source(source: Any) -> bool:
+    """Whether ``source`` names files (which the readers tokenize), not examples or "default"."""
+    return isinstance(source, os.PathLike) or (isinstance(source, str) and source != DEFAULT) or _is_path_pair(source)
 
 
 def _encode_tags(vocab: Vocab, sentence: TaggedSentence, where: str) -> list[int]:
@@ -278,7 +279,7 @@ def _encode_tags(vocab: Vocab, sentence: TaggedSentence, where: str) -> list[int
         ) from None
 
 
-class TranslationDataModule(_SplitsDataModule):
+class TranslationDataModule(CachedTrainingSplit, _SplitsDataModule):
     """Parallel data for :class:`~seqlearn.Seq2Seq`.
 
     train, valid, test: each a TSV path (``source<TAB>target``), a pair of line-aligned
@@ -288,7 +289,22 @@ class TranslationDataModule(_SplitsDataModule):
         ``"default"``, valid and test left as None come from the default task too.
         Relative paths are taken under ``data_dir`` when it is given.
     src_tokenizer, tgt_tokenizer: registry names or tokenizer objects, used on files;
-        ready examples and the default task come tokenized (by whitespace).
+        ready examples and the default task come tokenized (by whitespace).  A trained
+        model's ``model.src_tokenizer``/``model.tgt_tokenizer`` with its vocabularies
+        fine-tune it on new data (a SentencePiece model then segments new words into
+        known pieces).
+    subwords, vocab_size, joint, subword_sample_size: with ``subwords`` ``"bpe"`` or
+        ``"unigram"``, a SentencePiece model of ``vocab_size`` pieces (at most) is trained
+        on a seeded sample of at most ``subword_sample_size`` training sentences
+        (:func:`~seqlearn.subwords.train_sentencepiece`); it replaces both tokenizers and
+        its pieces are the vocabularies (``joint``: one model and vocabulary for both
+        sides, else one per side).  ``max_length`` then counts pieces.
+    subword_alpha, subword_nbest: subword regularization of the training batches, which
+        segment each sentence anew every time they are drawn (SentencePiece sampling;
+        see :class:`~seqlearn.subwords.SentencePieceTokenizer`); validation and test
+        batches always use the one deterministic segmentation.  Needs SentencePiece
+        tokenizers (``subwords``, or given ones).  The token budget is reckoned on the
+        deterministic segmentation, which sampled ones exceed somewhat.
     lowercase, limit: as in the readers, on every split.  max_length: drops longer training
         pairs only; validation and test sentences are never filtered.
     min_freq, max_size: of the vocabularies, built from train.  Pass ``src_vocab`` and
@@ -327,8 +343,19 @@ class TranslationDataModule(_SplitsDataModule):
         data_dir: str | os.PathLike | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        subwords: str | None = None,
+        vocab_size: int = 8000,
+        joint: bool = True,
+        subword_sample_size: int = 2_000_000,
+        subword_alpha: float | None = None,
+        subword_nbest: int = -1,
         cache_dir: str | os.PathLike | None = None,
     ):
+        if subwords is not None and subwords not in MODEL_TYPES:
+            raise ConfigError(f"subwords must be None, {' or '.join(map(repr, MODEL_TYPES))}; got {subwords!r}")
+        if subwords is not None and (src_vocab is not None or tgt_vocab is not None):
+            raise ConfigError("subwords trains new vocabularies: pass either subwords or src_vocab/tgt_vocab "
+                              "(with a trained model's tokenizers)")  # fmt: skip
         if train == DEFAULT:
             valid = DEFAULT if valid is None else valid
             test = DEFAULT if test is None else test
@@ -342,17 +369,14 @@ class TranslationDataModule(_SplitsDataModule):
         self.tgt_tokenizer = tgt_tokenizer
         self.src_vocab = src_vocab
         self.tgt_vocab = tgt_vocab
+        self.subwords = subwords
+        self.subword_options = {"vocab_size": vocab_size, "input_sentence_size": subword_sample_size, "seed": seed}
+        self.joint = joint
+        self.subword_alpha = subword_alpha
+        self.subword_nbest = subword_nbest
         self.cache_dir = cache_dir
         self._default_task: dict[str, list[ParallelExample]] | None = None
         self._entry: tuple[Path, dict[str, Any]] | None = None  # the training split's cache entry
-
-    def prepare_data(self) -> None:
-        """Encode a training split read from files into the corpus cache, unless an entry
-        for these files and options is there already.  Lightning calls this before
-        :meth:`setup`, in one process per node (the others wait); ``setup`` calls it when
-        nobody did."""
-        if self._cached():
-            self._train_entry()
 
     def encoded(self, name: str) -> EncodedPairs:
         """Split ``name`` as ids (:class:`~seqlearn.token_arrays.EncodedPairs`): the
@@ -376,63 +400,12 @@ class TranslationDataModule(_SplitsDataModule):
 
     def _ensure_vocabularies(self) -> None:
         if not self._has_vocabularies() and self._cached():
-            folder, _ = self._train_entry()
-            if self.src_vocab is None:
-                self.src_vocab = Vocab.load(folder / "src.vocab.json")
-            if self.tgt_vocab is None:
-                self.tgt_vocab = Vocab.load(folder / "tgt.vocab.json")
+            self._use_entry()
         super()._ensure_vocabularies()
 
-    # -- the corpus cache ---------------------------------------------------------------
     def _cached(self) -> bool:
         """Whether the training split goes through the corpus cache: it is read from files."""
-        source = self.sources["train"]
-        return _is_path_pair(source) or (isinstance(source, (str, os.PathLike)) and source != DEFAULT)
-
-    def _train_entry(self) -> tuple[Path, dict[str, Any]]:
-        """``(folder, meta)`` of the training split's cache entry, prepared if missing."""
-        if self._entry is None:
-            root = Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
-            key = cache_key(self._cache_parts())
-            self._entry = open_entry(root, key) or self._prepare_train(root, key)
-        return self._entry
-
-    def _train_files(self) -> list[Path]:
-        source = self.sources["train"]
-        return [self._path(p) for p in (source if _is_path_pair(source) else [source])]
-
-    def _cache_parts(self) -> dict[str, Any]:
-        """Everything the encoded training split depends on: the key's ingredients."""
-        from . import __version__
-
-        def vocab_hash(vocab: Vocab | None) -> str | None:
-            return None if vocab is None else hashlib.sha256(json.dumps(vocab.to_dict()).encode()).hexdigest()
-
-        return {
-            "kind": "translation", "seqlearn": __version__, "files": [file_identity(p) for p in self._train_files()],
-            "tsv": not _is_path_pair(self.sources["train"]),
-            "tokenizers": [tokenizer_identity(get_tokenizer(t)) for t in (self.src_tokenizer, self.tgt_tokenizer)],
-            "lowercase": self.lowercase, "max_length": self.max_length, "limit": self.limit,
-            "min_freq": self.min_freq, "max_size": self.max_size,
-            "vocabularies": [vocab_hash(self.src_vocab), vocab_hash(self.tgt_vocab)],
-        }  # fmt: skip
-
-    def _prepare_train(self, root: Path, key: str) -> tuple[Path, dict[str, Any]]:
-        _check_limits(self.max_length, self.limit)
-        files = self._train_files()
-        rows = _aligned_rows(*files) if len(files) == 2 else _tsv_rows(files[0])
-        where = " / ".join(map(os.fspath, files))
-        with CacheWriter(root, key) as out:
-            pairs, vocabs, dtypes = encode_corpus(
-                text_chunks(rows, where, self.lowercase, skip_empty=True),
-                [get_tokenizer(self.src_tokenizer), get_tokenizer(self.tgt_tokenizer)], out,
-                sides=("src", "tgt"), vocabs=(self.src_vocab, self.tgt_vocab), min_freq=self.min_freq,
-                max_size=self.max_size, max_length=self.max_length, limit=self.limit,
-            )  # fmt: skip
-            for side, vocab in zip(("src", "tgt"), vocabs):
-                out.write_bytes(f"{side}.vocab.json", json.dumps(vocab.to_dict(), ensure_ascii=False).encode("utf-8"))
-            out.commit({"dtypes": dtypes, "pairs": pairs, "source": where, "parts": self._cache_parts()})
-        return open_entry(root, key)
+        return _is_file_source(self.sources["train"])
 
     def references(self, split: str) -> list[str]:
         """The target sentences of ``split`` as text (lowercased if asked), indexed like
@@ -440,9 +413,56 @@ class TranslationDataModule(_SplitsDataModule):
         return [ex.tgt_text for ex in self.split(split)]
 
     def _read(self, source: ParallelSource, split: str) -> list[ParallelExample]:
+        if self.subwords is not None and not self._has_vocabularies():
+            if split == "train" and not self._cached():  # files: trained when they are prepared
+                return self._train_subwords(source)
+            self._ensure_vocabularies()  # every split is segmented by the model trained on train
+        if isinstance(self.src_tokenizer, SentencePieceTokenizer) and not _is_file_source(source):
+            # ready examples and the default task come tokenized by whitespace
+            return self._segmented(self._read_tokenized(source, split, None), split)
+        return self._read_tokenized(source, split, self.max_length if split == "train" else None)
+
+    def _train_subwords(self, source: ParallelSource) -> list[ParallelExample]:
+        """Train the SentencePiece model(s) on the training ``source`` and make them the
+        tokenizers and vocabularies; returns the training pairs segmented by them."""
+        texts = self._read_tokenized(source, "train", None, tokenizers=("whitespace", "whitespace"))
+        train = partial(train_sentencepiece, model_type=self.subwords, **self.subword_options)
+        src_lines, tgt_lines = (ex.src_text for ex in texts), (ex.tgt_text for ex in texts)
+        if self.joint:
+            self.src_tokenizer = self.tgt_tokenizer = SentencePieceTokenizer(train(chain(src_lines, tgt_lines)))
+        else:
+            self.src_tokenizer = SentencePieceTokenizer(train(src_lines))
+            self.tgt_tokenizer = SentencePieceTokenizer(train(tgt_lines))
+        self.src_vocab = Vocab.from_sentencepiece(self.src_tokenizer)
+        self.tgt_vocab = self.src_vocab if self.joint else Vocab.from_sentencepiece(self.tgt_tokenizer)
+        return self._segmented(texts, "train")
+
+    def _segmented(self, examples: Sequence[ParallelExample], split: str) -> list[ParallelExample]:
+        """``examples`` tokenized anew from their text by the (SentencePiece) tokenizers,
+        without training pairs longer than ``max_length`` pieces."""
+        src = self.src_tokenizer.tokenize_batch([ex.src_text for ex in examples])
+        tgt = self.tgt_tokenizer.tokenize_batch([ex.tgt_text for ex in examples])
+        longest = self.max_length if split == "train" and self.max_length is not None else float("inf")
+        return [dataclasses.replace(ex, src=s, tgt=t) for ex, s, t in zip(examples, src, tgt)
+                if len(s) <= longest and len(t) <= longest]  # fmt: skip
+
+    def _dataset(self, name: str) -> Sequence[tuple]:
+        if name != "train" or self.subword_alpha is None:
+            return self.encoded(name)
+        tokenizers = (self.src_tokenizer, self.tgt_tokenizer)
+        if not all(isinstance(t, SentencePieceTokenizer) for t in tokenizers):
+            raise ConfigError("subword_alpha (subword sampling) needs SentencePiece tokenizers: set subwords, or "
+                              "pass a subword model's tokenizers")  # fmt: skip
+        sampling = [SentencePieceTokenizer(t.model_proto, alpha=self.subword_alpha, nbest=self.subword_nbest)
+                    for t in tokenizers]  # fmt: skip
+        return SampledPairs(self.split("train"), *sampling, self.src_vocab, self.tgt_vocab)
+
+    def _read_tokenized(self, source: ParallelSource, split: str, max_length: int | None,
+                        tokenizers: tuple[Any, Any] | None = None) -> list[ParallelExample]:
+        src_tokenizer, tgt_tokenizer = tokenizers or (self.src_tokenizer, self.tgt_tokenizer)
         options = dict(
-            src_tokenizer=self.src_tokenizer, tgt_tokenizer=self.tgt_tokenizer, lowercase=self.lowercase,
-            max_length=self.max_length if split == "train" else None, limit=self.limit,
+            src_tokenizer=src_tokenizer, tgt_tokenizer=tgt_tokenizer, lowercase=self.lowercase,
+            max_length=max_length, limit=self.limit,
         )  # fmt: skip
         if isinstance(source, str) and source == DEFAULT:
             if self._default_task is None:
@@ -481,7 +501,7 @@ class TranslationDataModule(_SplitsDataModule):
         return encoded.lengths()
 
     def _collate(self) -> Callable:
-        return ready_batch  # EncodedPairs.__getitems__ builds the batch
+        return partial(collate_translation, src_pad=self.src_vocab.pad_index, tgt_pad=self.tgt_vocab.pad_index)
 
 
 class TaggingDataModule(_SplitsDataModule):

@@ -157,6 +157,15 @@ def read_tsv(
                      skip_empty)
 
 
+def _is_path_pair(source: Any) -> bool:
+    """Whether ``source`` is a (source file, target file) pair of paths."""
+    return (
+        isinstance(source, (tuple, list))
+        and len(source) == 2
+        and all(isinstance(p, (str, os.PathLike)) for p in source)
+    )
+
+
 # a row: (line, source text, target text, path of the source side, path of the target side)
 _Row = tuple[int, str, str, str, str]
 

@@ -61,6 +61,8 @@ class Hypothesis:
         ``max_length`` without ``</s>``), or None when the model gives no attention.
     source: the source tokens, when the caller knows them (``Seq2Seq.translate`` does);
         a notebook labels the attention's columns with them.
+    text: the output as text, the tokens detokenized by the model's target tokenizer
+        (``Seq2Seq.translate`` and ``sample`` fill it in; None from the bare strategies).
 
     In a notebook a hypothesis with attention displays as an alignment widget.
     """
@@ -69,6 +71,7 @@ class Hypothesis:
     score: float
     attention: torch.Tensor | None = None
     source: list | None = None
+    text: str | None = None
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
         try:

@@ -5,6 +5,10 @@
     model = Seq2Seq(src_vocab, tgt_vocab, cell="gru", attention="bahdanau", decoder="bahdanau")
     pl.Trainer(max_epochs=10, gradient_clip_val=5).fit(model, datamodule)
     model.translate(["ein hund läuft"], beam_size=5)[0][0].tokens   # ['a', 'dog', 'runs']
+    model.translate("ein hund läuft")[0][0].text                    # 'a dog runs'
+
+With a SentencePiece tokenizer (``TranslationDataModule(..., subwords="bpe")``) tokens
+are subword pieces and ``text`` is the detokenized sentence.
 
 Sizes: ``hidden_size`` is the decoder's; the encoder has ``encoder_hidden_size`` units per
 direction, by default ``hidden_size // 2`` when bidirectional (so the encoder outputs, the
@@ -39,6 +43,7 @@ from .inputs import MAX_INPUT_TOKENS, length_batches, token_lists
 from .loss import label_smoothed_nll, linear_label_smoothed_nll
 from .optim import OPTIMIZERS, build_optimizer
 from .search import Hypothesis
+from .subwords import SentencePieceTokenizer, tokenizer_model, tokenizer_from_model
 from .tokenizers import get_tokenizer
 from .training import TrainingModule, check_nonfinite_policy, evaluating
 from .vocab import Vocab
@@ -119,6 +124,8 @@ def _tokenizer_name(tokenizer: Any, side: str) -> str:
     """The registry name a checkpoint stores for a tokenizer."""
     if isinstance(tokenizer, str):
         return tokenizer
+    if isinstance(tokenizer, SentencePieceTokenizer) and registry.provenance(tokenizer) is None:
+        return "sentencepiece"  # built from bytes, which the checkpoint carries beside the name
     prov = registry.provenance(tokenizer)
     if prov is None:
         raise ConfigError(
@@ -207,6 +214,7 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         tgt_tokenizer: str = "whitespace",
         val_bleu: bool = True,
         on_nonfinite: str = "stop",
+        tokenizer_models: dict[str, Any] | None = None,
     ):
         super().__init__()
         src, tgt = _as_vocab(src_vocab, "src"), _as_vocab(tgt_vocab, "tgt")
@@ -234,6 +242,10 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         self.src_vocab, self.tgt_vocab = src, tgt
         # hyperparameters hold plain types only: checkpoints load with weights_only=True
         src_vocab, tgt_vocab = src.to_dict(), tgt.to_dict()
+        # a SentencePiece model travels as its bytes: the .model file may be gone where this loads
+        models = {side: tokenizer_model(tok, (tokenizer_models or {}).get(side))
+                  for side, tok in (("src", src_tokenizer), ("tgt", tgt_tokenizer))}
+        tokenizer_models = {side: proto for side, proto in models.items() if proto is not None} or None
         src_tokenizer, tgt_tokenizer = _tokenizer_name(src_tokenizer, "src"), _tokenizer_name(tgt_tokenizer, "tgt")
         freeze = list(freeze)
         self.save_hyperparameters()
@@ -295,11 +307,17 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
     # tokenizers and provenance ----------------------------------------------------------
     @cached_property
     def src_tokenizer(self) -> Any:
-        return get_tokenizer(self.hparams.src_tokenizer)
+        return self._tokenizer("src")
 
     @cached_property
     def tgt_tokenizer(self) -> Any:
-        return get_tokenizer(self.hparams.tgt_tokenizer)
+        return self._tokenizer("tgt")
+
+    def _tokenizer(self, side: str) -> Any:
+        """The ``side`` tokenizer: from the model bytes the hyperparameters carry, else by name."""
+        proto = (self.hparams.get("tokenizer_models") or {}).get(side)
+        name = self.hparams[f"{side}_tokenizer"]
+        return get_tokenizer(name) if proto is None else tokenizer_from_model(proto)
 
     def registered_components(self) -> dict[str, Any]:
         """The registry-built components whose provenance checkpoints record (see
@@ -511,20 +529,19 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
     ) -> list[list[Hypothesis]]:
         check_hyperparameters("Seq2Seq", positive={"batch_size": batch_size})
         longest = max((len(t) + 1 for t in sources), default=1)
-        results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, None, [])] for _ in sources]  # empty in, empty out
+        results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, None, [], "")] for _ in sources]  # empty in, empty out
         for chunk in length_batches(sources, batch_size):
             src = self._source_batch([sources[i] for i in chunk])
             for i, src_len, hyps in zip(chunk, src.lengths.tolist(), run(src, longest)):
-                results[i] = [
-                    Hypothesis(
-                        self._strings(h.tokens),
-                        h.score,
-                        h.attention[:, :src_len].float().cpu() if return_attention and h.attention is not None else None,
-                        sources[i],
-                    )
-                    for h in hyps
-                ]
+                results[i] = [self._readable(h, sources[i], src_len if return_attention else None) for h in hyps]
         return results
+
+    def _readable(self, hyp: Hypothesis, source: list[str], src_len: int | None) -> Hypothesis:
+        """``hyp`` of search (token ids) with token strings, text and ``source``, and its
+        attention cut to the ``src_len`` columns of its source (None: no attention)."""
+        tokens = self._strings(hyp.tokens)
+        attention = None if src_len is None or hyp.attention is None else hyp.attention[:, :src_len].float().cpu()
+        return Hypothesis(tokens, hyp.score, attention, source, self.tgt_tokenizer.detokenize(tokens))
 
     def translate(
         self,
@@ -546,7 +563,8 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
     ) -> list[list[Hypothesis]]:
         """Translate sentences (strings, tokenized with the model's source tokenizer) or token
         lists.  Returns, per input, up to ``n_best`` :class:`~seqlearn.search.Hypothesis`
-        objects, best first, their tokens strings; each carries its ``source`` tokens.
+        objects, best first, their tokens strings and their ``text`` the translation
+        detokenized by the target tokenizer; each carries its ``source`` tokens.
 
         Inputs (see :mod:`seqlearn.inputs`): one string is one sentence; a sentence is a
         string or a list of token strings.  A source token the vocabulary does not know is

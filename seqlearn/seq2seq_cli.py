@@ -136,15 +136,17 @@ def translate_lines(model: Seq2Seq, lines: Iterable[str], out: TextIO, *, n_best
     Lines are read ``chunk`` at a time, so arbitrarily long inputs stream.  ``options``
     go to :meth:`Seq2Seq.translate` (``beam_size``, ``max_length``, ``length_penalty``...).
     """
-    join = model.tgt_tokenizer.detokenize if detokenize else " ".join
+    def join(h: Any) -> str:
+        return h.text if detokenize else " ".join(h.tokens)
+
     lines = iter(lines)
     done = 0
     while block := [line.rstrip("\r\n") for line in islice(lines, chunk)]:
         for i, hyps in enumerate(model.translate(block, n_best=n_best, **options), start=done):
             if n_best == 1:
-                out.write(join(hyps[0].tokens) + "\n")
+                out.write(join(hyps[0]) + "\n")
             else:
-                out.writelines(f"{i} ||| {join(h.tokens)} ||| {h.score:.6f}\n" for h in hyps)
+                out.writelines(f"{i} ||| {join(h)} ||| {h.score:.6f}\n" for h in hyps)
         done += len(block)
     out.flush()
     return done

@@ -8,6 +8,7 @@ name               what it does
 ``nltk:treebank``  NLTK's Penn Treebank tokenizer, detokenized by NLTK's own detokenizer
 ``whitespace``     ``str.split()``
 ``char``           characters; a space becomes the token ``"▁"``
+``sentencepiece``  ``sentencepiece:<path/x.model>``: a SentencePiece model's subword pieces
 =================  =====================================================================
 
 Every tokenizer has ``tokenize(text) -> list[str]``, ``tokenize_batch(texts) ->

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from .errors import InputError, VocabError
 
@@ -69,6 +69,28 @@ class Vocab:
         if max_size is not None:
             kept = kept[:max_size]
         return cls(kept, specials)
+
+    @classmethod
+    def from_sentencepiece(cls, tokenizer_or_proto: Any) -> "Vocab":
+        """The pieces of a SentencePiece model (a
+        :class:`~seqlearn.subwords.SentencePieceTokenizer` or the serialized model's bytes),
+        in SentencePiece id order, behind seqlearn's specials.
+
+        SentencePiece's own pad/unk/bos/eos pieces become ``<pad>``, ``<unk>``, ``<s>``,
+        ``</s>``; for a model trained by :func:`~seqlearn.subwords.train_sentencepiece`,
+        which puts them at ids 0-3, every id is SentencePiece's.  A model with another
+        layout (SentencePiece's default: ``<unk>`` 0, ``<s>`` 1, ``</s>`` 2, no pad) keeps
+        the order of its other pieces, shifted behind the specials.
+        """
+        from .subwords import SentencePieceTokenizer
+
+        tok = tokenizer_or_proto
+        if isinstance(tok, (bytes, bytearray)):
+            tok = SentencePieceTokenizer(bytes(tok))
+        if not isinstance(tok, SentencePieceTokenizer):
+            raise VocabError(f"from_sentencepiece takes a SentencePieceTokenizer or model bytes, got {type(tok).__name__}")
+        special_ids = {i for i in tok.special_ids().values() if i >= 0}
+        return cls((p for i, p in enumerate(tok.pieces()) if i not in special_ids), DEFAULT_SPECIALS)
 
     # indices of the specials ------------------------------------------------------
     def _special(self, tok: str) -> int | None:

@@ -22,7 +22,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import seqlearn.datamodules as datamodules
+import seqlearn.translation_cache as translation_cache
 from seqlearn.batching import BucketBatchSampler
 from seqlearn.corpus_cache import default_cache_dir
 from seqlearn.datamodules import TranslationDataModule
@@ -102,7 +102,7 @@ def test_a_second_data_module_maps_the_cache_without_reading_the_files(tmp_path,
     files = write_corpus(tmp_path)
     first = prepared(files, tmp_path / "cache")
     calls = []
-    monkeypatch.setattr(datamodules, "encode_corpus", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(translation_cache, "encode_corpus", lambda *a, **k: calls.append(1))
     again = TranslationDataModule(files, max_tokens=256, cache_dir=tmp_path / "cache")
     again.prepare_data()
     again.setup("fit")  # Lightning calls prepare_data first; setup alone works as well
@@ -129,6 +129,32 @@ def test_tsv_training_split_and_default_cache_dir(tmp_path, monkeypatch):
     expected = TranslationDataModule(read_tsv(tsv), max_tokens=64)
     expected.setup("fit")
     assert_same_data(dm, expected)
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_subword_models_are_trained_at_preparation_and_restored_from_the_cache(tmp_path, joint):
+    files = write_corpus(tmp_path, n=3000)
+    options = {"subwords": "bpe", "vocab_size": 300, "joint": joint, "lowercase": True, "subword_sample_size": 2000}
+    dm = prepared(files, tmp_path / "cache", **options)
+    with pytest.warns(UserWarning, match="skipped"):
+        examples = read_parallel(*files, lowercase=True)
+    expected = TranslationDataModule(examples, max_tokens=256, **options)  # part A's in-memory path
+    expected.setup("fit")
+    assert dm.src_tokenizer.model_proto == expected.src_tokenizer.model_proto
+    assert dm.tgt_tokenizer.model_proto == expected.tgt_tokenizer.model_proto
+    assert (dm.src_tokenizer.model_proto == dm.tgt_tokenizer.model_proto) == joint
+    assert_same_data(dm, expected)
+    # a new data module maps the entry: same model, and other splits are segmented by it
+    again = TranslationDataModule(files, files, max_tokens=256, cache_dir=tmp_path / "cache", **options)
+    with pytest.warns(UserWarning, match="skipped"):
+        again.setup("fit")
+    assert again.src_tokenizer.model_proto == dm.src_tokenizer.model_proto
+    assert_same_data(again, dm)
+    valid = again.encoded("valid")
+    assert [valid[i] for i in range(len(valid))] == [dm.encoded("train")[i] for i in range(len(valid))]
+    for change in ({"vocab_size": 320}, {"subword_sample_size": 1000}, {"subwords": "unigram"}):
+        prepared(files, tmp_path / "cache", **{**options, **change})
+    assert len(entries(tmp_path / "cache")) == 4
 
 
 # -- invalidation ------------------------------------------------------------------------------
