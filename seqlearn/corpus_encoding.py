@@ -31,7 +31,7 @@ from .vocab import Vocab
 
 __all__ = ["encode_corpus", "available_cores"]
 
-# (tokenizers, vocabularies or None, max_length), set in each worker by _init
+# (tokenizers, vocabularies or None, max_length, which sides are SentencePiece ids), set in each worker by _init
 _STATE: tuple | None = None
 _BLOCK = 1 << 24  # ids rewritten at a time once a built vocabulary is known
 
@@ -50,18 +50,23 @@ def _encode_chunk(rows: Sequence[tuple], state: tuple | None = None) -> list[tup
     """Rows ``(line, text of side 0, text of side 1...)`` to, per side, ``(types, ids,
     lengths)`` of the rows whose every side has at most ``max_length`` tokens: ids of the
     vocabulary (types None), or indices into ``types``, this chunk's tokens in first-seen order."""
-    tokenizers, vocabs, max_length = state if state is not None else _STATE
-    sides = [_tokenize_batch(tok, [row[k + 1] for row in rows]) for k, tok in enumerate(tokenizers)]
+    tokenizers, vocabs, max_length, direct = state if state is not None else _STATE
+    sides = [
+        tok.sp.encode(texts, num_threads=1) if ids else _tokenize_batch(tok, texts)
+        for tok, ids, texts in ((tok, ids, [row[k + 1] for row in rows]) for k, (tok, ids) in enumerate(zip(tokenizers, direct)))
+    ]  # fmt: skip
     if max_length is not None:
         keep = [i for i in range(len(rows)) if all(len(side[i]) <= max_length for side in sides)]
         sides = [[side[i] for i in keep] for side in sides]
-    return [_ids(side, vocab) for side, vocab in zip(sides, vocabs)]
+    return [_ids(side, vocab, ids) for side, vocab, ids in zip(sides, vocabs, direct)]
 
 
-def _ids(token_lists: list[list[str]], vocab: Vocab | None) -> tuple[list[str] | None, np.ndarray, np.ndarray]:
+def _ids(token_lists: list[list], vocab: Vocab | None, direct: bool) -> tuple[list[str] | None, np.ndarray, np.ndarray]:
     lengths = np.fromiter(map(len, token_lists), dtype=np.int32, count=len(token_lists))
     tokens = chain.from_iterable(token_lists)
     total = int(lengths.sum())
+    if direct:  # already the vocabulary's ids
+        return None, np.fromiter(tokens, dtype=np.uint32, count=total), lengths
     if vocab is not None:
         lookup = vocab.__getitem__ if vocab.unk_index is None else _getter(vocab.stoi, vocab.unk_index)
         return None, np.fromiter(map(lookup, tokens), dtype=np.uint32, count=total), lengths
@@ -72,6 +77,18 @@ def _ids(token_lists: list[list[str]], vocab: Vocab | None) -> tuple[list[str] |
 
 def _getter(stoi: dict[str, int], unk: int) -> Any:
     return lambda token: stoi.get(token, unk)
+
+
+def _sentencepiece_ids(tokenizer: Any, vocab: Vocab | None) -> bool:
+    """Whether SentencePiece's own ids of ``tokenizer`` are those of ``vocab`` (a model
+    trained by seqlearn, its pieces the vocabulary): then they are taken as they are,
+    which spares making a string of every piece."""
+    from .subwords import SentencePieceTokenizer
+
+    if not isinstance(tokenizer, SentencePieceTokenizer) or vocab is None:
+        return False
+    specials = {"pad": vocab.pad_index, "unk": vocab.unk_index, "bos": vocab.bos_index, "eos": vocab.eos_index}
+    return tokenizer.special_ids() == specials and vocab.itos == Vocab.from_sentencepiece(tokenizer).itos
 
 
 class _Side:
@@ -131,7 +148,8 @@ def encode_corpus(
         encodes in this process).
     Returns the number of rows kept, the vocabularies and each side's id dtype.
     """
-    state = (list(tokenizers), list(vocabs), max_length)
+    direct = [_sentencepiece_ids(tok, vocab) for tok, vocab in zip(tokenizers, vocabs)]
+    state = (list(tokenizers), list(vocabs), max_length, direct)
     written = [_Side(name, vocab, out) for name, vocab in zip(sides, vocabs)]
     kept = 0
     results = _encoded(chunks, state, available_cores() if processes is None else processes)
