@@ -39,7 +39,8 @@ from .corpus_cache import open_side
 from .default_task import make_default_task
 from .errors import ConfigError, DataError, VocabError
 from .readers import ParallelExample, TaggedSentence, _is_path_pair, read_conll, read_conllu, read_parallel, read_tsv
-from .subwords import MODEL_TYPES, SampledPairs, SentencePieceTokenizer, train_sentencepiece
+from .subwords import MODEL_TYPES, SampledPairs, SentencePieceTokenizer, is_sentencepiece_name, train_sentencepiece
+from .tokenizers import get_tokenizer
 from .tag_schemes import canonical_scheme, convert_tags, find_violation
 from .token_arrays import EncodedPairs, TokenArray, ready_batch, token_dtype
 from .translation_cache import CachedTrainingSplit
@@ -365,8 +366,9 @@ class TranslationDataModule(CachedTrainingSplit, _SplitsDataModule):
             max_tokens=max_tokens, max_sentences=max_sentences, shuffle=shuffle, seed=seed, data_dir=data_dir,
             num_workers=num_workers, pin_memory=pin_memory,
         )  # fmt: skip
-        self.src_tokenizer = src_tokenizer
-        self.tgt_tokenizer = tgt_tokenizer
+        # a SentencePiece model is loaded once: the splits are segmented by it, also ready examples
+        self.src_tokenizer = get_tokenizer(src_tokenizer) if is_sentencepiece_name(src_tokenizer) else src_tokenizer
+        self.tgt_tokenizer = get_tokenizer(tgt_tokenizer) if is_sentencepiece_name(tgt_tokenizer) else tgt_tokenizer
         self.src_vocab = src_vocab
         self.tgt_vocab = tgt_vocab
         self.subwords = subwords

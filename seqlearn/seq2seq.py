@@ -48,7 +48,7 @@ from .tokenizers import get_tokenizer
 from .training import TrainingModule, check_nonfinite_policy, evaluating
 from .vocab import Vocab
 
-__all__ = ["Seq2Seq", "TeacherForcing", "label_smoothed_nll"]
+__all__ = ["Seq2Seq", "TeacherForcing", "label_smoothed_nll", "tokenizer_hparams"]
 
 FREEZABLE = ("encoder", "decoder", "embeddings", "src_embedding", "tgt_embedding")
 #: ``precision`` of search -> autocast dtype ("32": no autocast)
@@ -135,6 +135,18 @@ def _tokenizer_name(tokenizer: Any, side: str) -> str:
     return prov.name
 
 
+def tokenizer_hparams(src_tokenizer: Any, tgt_tokenizer: Any, tokenizer_models: dict[str, Any] | None = None
+                      ) -> tuple[str, str, dict[str, bytes] | None]:
+    """What a checkpoint stores for the tokenizers (names or objects): their registry
+    names, and the model bytes of those that carry a model (SentencePiece) by side, which
+    rebuild them where the ``.model`` file is gone (``tokenizer_models``: the bytes a
+    checkpoint gave, used for a side still named ``sentencepiece...``)."""
+    models = {side: tokenizer_model(tok, (tokenizer_models or {}).get(side))
+              for side, tok in (("src", src_tokenizer), ("tgt", tgt_tokenizer))}
+    models = {side: proto for side, proto in models.items() if proto is not None}
+    return _tokenizer_name(src_tokenizer, "src"), _tokenizer_name(tgt_tokenizer, "tgt"), models or None
+
+
 def _remap_rows(fresh: torch.Tensor, old: torch.Tensor, old_itos: Sequence[str], new_stoi: dict[str, int]) -> torch.Tensor:
     """``fresh`` with the rows of tokens known to ``old_itos`` copied from ``old``, by token string."""
     pairs = [(i, new_stoi[t]) for i, t in enumerate(old_itos) if t in new_stoi]
@@ -167,7 +179,8 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
     ``lr_step_size``, ``lr_patience``, ``lr_min``; ``freeze`` (any of ``encoder``,
     ``decoder``, ``embeddings``, ``src_embedding``, ``tgt_embedding``).  Gradient clipping
     is the Trainer's (``gradient_clip_val``).  ``val_bleu``: greedy-decode the validation set
-    and log sacreBLEU of the detokenized text each epoch.
+    and log standard sacreBLEU of the detokenized text (``val_bleu``) and BLEU of the
+    tokens (``val_bleu_tok``) each epoch (see :meth:`on_validation_epoch_end`).
 
     Faults: ``on_nonfinite`` ``"stop"`` (default: raise
     :class:`~seqlearn.errors.NonFiniteLossError` naming the batch, weights untouched) or
@@ -242,11 +255,7 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         self.src_vocab, self.tgt_vocab = src, tgt
         # hyperparameters hold plain types only: checkpoints load with weights_only=True
         src_vocab, tgt_vocab = src.to_dict(), tgt.to_dict()
-        # a SentencePiece model travels as its bytes: the .model file may be gone where this loads
-        models = {side: tokenizer_model(tok, (tokenizer_models or {}).get(side))
-                  for side, tok in (("src", src_tokenizer), ("tgt", tgt_tokenizer))}
-        tokenizer_models = {side: proto for side, proto in models.items() if proto is not None} or None
-        src_tokenizer, tgt_tokenizer = _tokenizer_name(src_tokenizer, "src"), _tokenizer_name(tgt_tokenizer, "tgt")
+        src_tokenizer, tgt_tokenizer, tokenizer_models = tokenizer_hparams(src_tokenizer, tgt_tokenizer, tokenizer_models)
         freeze = list(freeze)
         self.save_hyperparameters()
 
@@ -283,7 +292,8 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
             self.generator.weight = self.tgt_embedding.weight
         self._freeze(freeze)
         self._epoch_sums: dict[str, list[torch.Tensor]] = {}
-        self._bleu_pairs: tuple[list[str], list[str]] = ([], [])
+        # validation output and references: texts, then tokens joined by spaces
+        self._bleu_lists: tuple[list[str], ...] = ([], [], [], [])
 
     def _reset_embeddings(self) -> None:
         # N(0, 1/d): a tied output layer then starts with logits of unit scale
@@ -425,22 +435,26 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
             loss, nll, n = self.batch_loss(batch, 1.0)
         self._accumulate("val", loss * n, nll, n)
         if self.hparams.val_bleu:
-            hyps = self._search(batch.src, search.greedy_search)
+            hyps = [self._strings(h[0].tokens) for h in self._search(batch.src, search.greedy_search)]
+            ref_texts, ref_tokens = self._references(batch)
             detok = self.tgt_tokenizer.detokenize
-            self._bleu_pairs[0].extend(detok(self._strings(h[0].tokens)) for h in hyps)
-            self._bleu_pairs[1].extend(self._references(batch))
+            for items, new in zip(self._bleu_lists, (map(detok, hyps), ref_texts, map(" ".join, hyps),
+                                                     map(" ".join, ref_tokens))):
+                items.extend(new)
         return loss
 
-    def _references(self, batch: TranslationBatch) -> list[str]:
-        """The validation references of ``batch`` as text: the data module's raw target
-        sentences when it has them, else the target ids decoded (then a reference's ``<unk>``
-        would match a hypothesis' ``<unk>`` and BLEU come out too high)."""
+    def _references(self, batch: TranslationBatch) -> tuple[list[str], list[list[str]]]:
+        """The validation references of ``batch`` as text and as tokens: the data module's
+        raw target sentences and their tokens when it has them, else the target ids decoded
+        (then a reference's ``<unk>`` would match a hypothesis' ``<unk>`` and BLEU come out
+        too high)."""
         datamodule = getattr(self.trainer, "datamodule", None)
-        if hasattr(datamodule, "references"):
-            texts = datamodule.references("valid")
-            return [texts[i] for i in batch.index.tolist()]
-        detok = self.tgt_tokenizer.detokenize
-        return [detok(self.tgt_vocab.decode(ids)) for ids in batch.tgt.ids.tolist()]
+        if hasattr(datamodule, "references") and hasattr(datamodule, "split"):
+            texts, examples = datamodule.references("valid"), datamodule.split("valid")
+            index = batch.index.tolist()
+            return [texts[i] for i in index], [examples[i].tgt for i in index]
+        tokens = [self.tgt_vocab.decode(ids) for ids in batch.tgt.ids.tolist()]
+        return [self.tgt_tokenizer.detokenize(t) for t in tokens], tokens
 
     def _accumulate(self, split: str, loss_sum: torch.Tensor, nll: torch.Tensor, n: torch.Tensor) -> None:
         sums = self._epoch_sums.setdefault(split, [torch.zeros((), device=nll.device)] * 3)
@@ -462,16 +476,22 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
 
     def on_validation_epoch_start(self) -> None:
         self._epoch_sums.pop("val", None)
-        self._bleu_pairs = ([], [])
+        self._bleu_lists = ([], [], [], [])
 
     def on_validation_epoch_end(self) -> None:
+        """Logs ``val_bleu``, standard sacreBLEU (13a tokenization, cased) of the detokenized
+        output against the raw references, and ``val_bleu_tok``, BLEU of the output tokens
+        against the reference tokens as the data module split them (no further tokenization:
+        the peers' metric for word models; subword pieces for a SentencePiece model)."""
         self._log_epoch("val")
         if self.hparams.val_bleu:
-            hyps, refs = (self.gather_across_processes(items) for items in self._bleu_pairs)
+            hyps, refs, hyp_tokens, ref_tokens = (self.gather_across_processes(items) for items in self._bleu_lists)
             if hyps:
-                self.log("val_bleu", sacrebleu.corpus_bleu(hyps, [refs]).score, prog_bar=True,
-                         sync_dist=self._distributed())
-        self._bleu_pairs = ([], [])
+                sync = self._distributed()
+                self.log("val_bleu", sacrebleu.corpus_bleu(hyps, [refs]).score, prog_bar=True, sync_dist=sync)
+                self.log("val_bleu_tok", sacrebleu.corpus_bleu(hyp_tokens, [ref_tokens], tokenize="none").score,
+                         sync_dist=sync)
+        self._bleu_lists = ([], [], [], [])
 
     def configure_optimizers(self) -> Any:
         h = self.hparams

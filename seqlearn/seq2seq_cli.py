@@ -19,7 +19,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from .checkpoint_loading import load_checkpoint
 from .datamodules import TranslationDataModule
 from .errors import ConfigError, SeqlearnError
-from .seq2seq import Seq2Seq
+from .seq2seq import Seq2Seq, tokenizer_hparams
 from .vocab import Vocab
 
 __all__ = ["Seq2SeqCLI", "fit", "bundled_configs", "resolve_configs", "fit_arguments", "config_errors", "translate_lines"]
@@ -95,17 +95,24 @@ def _vocabularies(data: TranslationDataModule) -> tuple[Vocab, Vocab]:
     return data.src_vocab, data.tgt_vocab
 
 
+def _tokenizers(data: TranslationDataModule) -> tuple[str, str, dict[str, bytes] | None]:
+    # after setup: with subwords, the tokenizers are the SentencePiece models trained there
+    data.setup("fit")
+    return tokenizer_hparams(data.src_tokenizer, data.tgt_tokenizer)
+
+
 class Seq2SeqCLI(LightningCLI):
     """LightningCLI for Seq2Seq on a TranslationDataModule: the model gets the data
-    module's vocabularies (built from its training split) and tokenizer names."""
+    module's vocabularies (built from its training split) and tokenizers (names, and the
+    bytes of SentencePiece models it trained)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data", "model.src_vocab", compute_fn=lambda d: _vocabularies(d)[0],
-                              apply_on="instantiate")
-        parser.link_arguments("data", "model.tgt_vocab", compute_fn=lambda d: _vocabularies(d)[1],
-                              apply_on="instantiate")
-        parser.link_arguments("data.src_tokenizer", "model.src_tokenizer")
-        parser.link_arguments("data.tgt_tokenizer", "model.tgt_tokenizer")
+        for i, target in enumerate(("src_vocab", "tgt_vocab")):
+            parser.link_arguments("data", f"model.{target}", compute_fn=lambda d, i=i: _vocabularies(d)[i],
+                                  apply_on="instantiate")
+        for i, target in enumerate(("src_tokenizer", "tgt_tokenizer", "tokenizer_models")):
+            parser.link_arguments("data", f"model.{target}", compute_fn=lambda d, i=i: _tokenizers(d)[i],
+                                  apply_on="instantiate")
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()

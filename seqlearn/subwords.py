@@ -37,7 +37,7 @@ from .tokenizers import Tokenizer, _text
 from .vocab import Vocab
 
 __all__ = ["train_sentencepiece", "SentencePieceTokenizer", "SampledPairs", "MODEL_TYPES", "sample_lines",
-           "tokenizer_model", "tokenizer_from_model"]
+           "tokenizer_model", "tokenizer_from_model", "is_sentencepiece_name"]
 
 MODEL_TYPES = ("bpe", "unigram")
 #: the specials at seqlearn's ids (see seqlearn.vocab.DEFAULT_SPECIALS)
@@ -186,6 +186,11 @@ class SentencePieceTokenizer(Tokenizer):
         self.sp.load_from_serialized_proto(self.model_proto)
 
 
+def is_sentencepiece_name(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` is a registry name of the SentencePiece tokenizer."""
+    return isinstance(tokenizer, str) and tokenizer.split(":", 1)[0] == "sentencepiece"
+
+
 def tokenizer_model(tokenizer: Any, given: bytes | None = None) -> bytes | None:
     """The model bytes a checkpoint carries for ``tokenizer`` (an object or a registry
     name): a SentencePiece tokenizer's :attr:`~SentencePieceTokenizer.model_proto`, the
@@ -193,7 +198,7 @@ def tokenizer_model(tokenizer: Any, given: bytes | None = None) -> bytes | None:
     perhaps gone), or the named file's bytes; None for a tokenizer without a model."""
     if isinstance(tokenizer, SentencePieceTokenizer):
         return tokenizer.model_proto
-    if not (isinstance(tokenizer, str) and tokenizer.split(":", 1)[0] == "sentencepiece"):
+    if not is_sentencepiece_name(tokenizer):
         return None
     if given is not None:
         return bytes(given)
