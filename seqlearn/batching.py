@@ -226,7 +226,7 @@ class BucketBatchSampler(Sampler[list[int]]):
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise ConfigError(f"rank must be in [0, num_replicas), got rank {rank} of {num_replicas}")
-        sizes = np.asarray(lengths, dtype=np.int64)
+        sizes = np.asarray(lengths, dtype=np.int32)
         if sizes.ndim == 1:
             sizes = sizes[:, None]
         # sort key: the padded cost first, then the individual sizes; one (n, 1 + sizes)

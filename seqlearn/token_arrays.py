@@ -4,7 +4,7 @@ from them without a Python object per sentence.
 
 >>> side = TokenArray.from_sequences([[5, 6, 7], [8]])
 >>> side.tokens.tolist(), side.offsets.tolist(), side.lengths.tolist()
-([5, 6, 7, 8], [0, 3, 3, 4], [3, 1])
+([5, 6, 7, 8], [0, 3, 4], [3, 1])
 >>> side.padded([1, 0], pad_index=0, eos=3).ids.tolist()
 [[8, 3, 0, 0], [5, 6, 7, 3]]
 
