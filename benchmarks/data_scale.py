@@ -1,6 +1,6 @@
 """Data preparation at scale: subword corpora prepared once into the memory-mapped cache.
 
-    .venv/bin/python benchmarks/data_scale.py [--pairs 116000 464000 4600000] [--sample-size 1000000]
+    .venv/bin/python benchmarks/data_scale.py [--pairs 116000 464000 4600000] [--sample-size 2000000]
         [--vocab-size 8000] [--word-level-max 464000] [--work DIR] [--data ../shared/data/multi30k]
 
 For each N, generates N pairs by joining two random Multi30k training sentences per line
@@ -174,7 +174,7 @@ def onmt_build_vocab(src: Path, tgt: Path, work: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, nargs="+", default=[116_000, 464_000, 4_600_000])
-    parser.add_argument("--sample-size", type=int, default=1_000_000,
+    parser.add_argument("--sample-size", type=int, default=2_000_000,
                         help="sentences SentencePiece trains on (subword_sample_size)")
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--word-level-max", type=int, default=464_000,

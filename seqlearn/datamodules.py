@@ -26,7 +26,6 @@ import dataclasses
 import os
 import warnings
 from functools import partial
-from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar, Union
 
@@ -430,8 +429,9 @@ class TranslationDataModule(CachedTrainingSplit, _SplitsDataModule):
         texts = self._read_tokenized(source, "train", None, tokenizers=("whitespace", "whitespace"))
         train = partial(train_sentencepiece, model_type=self.subwords, **self.subword_options)
         src_lines, tgt_lines = (ex.src_text for ex in texts), (ex.tgt_text for ex in texts)
-        if self.joint:
-            self.src_tokenizer = self.tgt_tokenizer = SentencePieceTokenizer(train(chain(src_lines, tgt_lines)))
+        if self.joint:  # each pair's source then its target: the order a single read of files gives
+            both = (text for ex in texts for text in (ex.src_text, ex.tgt_text))
+            self.src_tokenizer = self.tgt_tokenizer = SentencePieceTokenizer(train(both))
         else:
             self.src_tokenizer = SentencePieceTokenizer(train(src_lines))
             self.tgt_tokenizer = SentencePieceTokenizer(train(tgt_lines))

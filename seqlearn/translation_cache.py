@@ -18,7 +18,6 @@ import os
 import warnings
 from contextlib import closing
 from functools import partial
-from itertools import chain
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -124,20 +123,21 @@ class CachedTrainingSplit:
         train = partial(train_sentencepiece, model_type=self.subwords, **self.subword_options)
         with warnings.catch_warnings():  # skipped empty pairs: reported once, by the encoding pass
             warnings.simplefilter("ignore", UserWarning)
-            if self.joint:
-                proto = train(chain(self._train_texts(1), self._train_texts(2)))
+            if self.joint:  # one read: each pair's source, then its target
+                proto = train(self._train_texts(1, 2))
                 return [proto, proto]
             return [train(self._train_texts(1)), train(self._train_texts(2))]
 
-    def _train_texts(self, column: int) -> Iterator[str]:
-        """One side's text (``column`` 1: source, 2: target) of the training split, read anew."""
+    def _train_texts(self, *columns: int) -> Iterator[str]:
+        """The text of the training split's pairs, read anew: ``columns`` 1 (source) and/or 2
+        (target) of each row."""
         rows, where = self._train_rows()
         chunks = text_chunks(rows, where, self.lowercase, skip_empty=True)
         left = self.limit
         with closing(chunks):
             for chunk in chunks:
                 for row in chunk if left is None else chunk[:left]:
-                    yield row[column]
+                    yield from (row[column] for column in columns)
                 if left is not None:
                     left -= min(left, len(chunk))
                     if not left:
