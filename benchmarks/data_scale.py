@@ -88,6 +88,8 @@ def subword_module(args: argparse.Namespace) -> Any:
 
 
 def measure_prepare(args: argparse.Namespace) -> dict[str, Any]:
+    import seqlearn.datamodules  # noqa: F401 -- imports are not preparation
+
     start = time.perf_counter()
     subword_module(args).prepare_data()
     return {"prepare_s": time.perf_counter() - start, "prepare_peak_rss_gb": peak_gb(),
@@ -130,15 +132,38 @@ def measure_word_in_memory(args: argparse.Namespace) -> dict[str, Any]:
 def measure_word_cached(args: argparse.Namespace) -> dict[str, Any]:
     from seqlearn.datamodules import TranslationDataModule
 
-    start = time.perf_counter()
+    start = time.perf_counter()  # spaCy's import and pipelines count, as in the in-memory path
     TranslationDataModule((args.src, args.tgt), src_tokenizer="spacy:de", tgt_tokenizer="spacy:en", lowercase=True,
                           min_freq=2, cache_dir=args.cache).prepare_data()  # fmt: skip
     return {"word_cached_prepare_s": time.perf_counter() - start, "word_cached_peak_rss_gb": peak_gb(),
             "word_cached_worker_peak_rss_gb": peak_gb(resource.RUSAGE_CHILDREN)}  # fmt: skip
 
 
+def measure_onmt(args: argparse.Namespace) -> dict[str, Any]:
+    """OpenNMT-py's vocabulary step on the same files, from the peers' environment (its
+    peak RSS is this process's only child's)."""
+    peers = Path(os.environ.get("PEERS_DIR", Path.home() / ".cache" / "seqlearn-peers"))
+    exe = peers / "onmt" / "bin" / "onmt_build_vocab"
+    if not exe.exists():
+        return {"onmt_build_vocab": f"skipped: {exe} not found (bash ../shared/bench/setup_peers.sh onmt)"}
+    work = args.cache.parent / "onmt"
+    work.mkdir(parents=True, exist_ok=True)
+    config = work / "onmt_vocab.yaml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "save_data": str(work / "onmt"), "src_vocab": str(work / "vocab.src"), "tgt_vocab": str(work / "vocab.tgt"),
+        "overwrite": True, "data": {"corpus_1": {"path_src": str(args.src), "path_tgt": str(args.tgt)}},
+    }))  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.run([str(exe), "-config", str(config), "-n_sample", "-1", "-num_threads", str(os.cpu_count())],
+                          capture_output=True, text=True)  # fmt: skip
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        return {"onmt_build_vocab": f"failed: {proc.stderr.strip().splitlines()[-1:]}"}
+    return {"onmt_build_vocab_s": seconds, "onmt_build_vocab_peak_rss_gb": peak_gb(resource.RUSAGE_CHILDREN)}
+
+
 MEASURES = {"prepare": measure_prepare, "setup": measure_setup, "word_in_memory": measure_word_in_memory,
-            "word_cached": measure_word_cached}  # fmt: skip
+            "word_cached": measure_word_cached, "onmt": measure_onmt}  # fmt: skip
 
 
 def run_measure(name: str, src: Path, tgt: Path, cache: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -148,27 +173,6 @@ def run_measure(name: str, src: Path, tgt: Path, cache: Path, args: argparse.Nam
     if proc.returncode != 0:
         return {f"{name}_error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def onmt_build_vocab(src: Path, tgt: Path, work: Path) -> dict[str, Any]:
-    """OpenNMT-py's vocabulary step on the same files, timed, from the peers' environment."""
-    peers = Path(os.environ.get("PEERS_DIR", Path.home() / ".cache" / "seqlearn-peers"))
-    exe = peers / "onmt" / "bin" / "onmt_build_vocab"
-    if not exe.exists():
-        return {"onmt_build_vocab": f"skipped: {exe} not found (bash ../shared/bench/setup_peers.sh onmt)"}
-    work.mkdir(parents=True, exist_ok=True)
-    config = work / "onmt_vocab.yaml"
-    config.write_text(json.dumps({  # JSON is YAML
-        "save_data": str(work / "onmt"), "src_vocab": str(work / "vocab.src"), "tgt_vocab": str(work / "vocab.tgt"),
-        "overwrite": True, "data": {"corpus_1": {"path_src": str(src), "path_tgt": str(tgt)}},
-    }))  # fmt: skip
-    start = time.perf_counter()
-    proc = subprocess.run([str(exe), "-config", str(config), "-n_sample", "-1", "-num_threads", str(os.cpu_count())],
-                          capture_output=True, text=True)  # fmt: skip
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        return {"onmt_build_vocab": f"failed: {proc.stderr.strip().splitlines()[-1:]}"}
-    return {"onmt_build_vocab_s": seconds, "onmt_build_vocab_peak_rss_gb": peak_gb(resource.RUSAGE_CHILDREN)}
 
 
 def main() -> None:
@@ -200,9 +204,9 @@ def main() -> None:
         cache = folder / "cache"
         shutil.rmtree(cache, ignore_errors=True)  # a first preparation
         row: dict[str, Any] = {"pairs": pairs, "sample_size": args.sample_size, "cores": os.cpu_count()}
-        for name in ("prepare", "setup") + (("word_in_memory", "word_cached") if pairs <= args.word_level_max else ()):
+        word_level = ("word_in_memory", "word_cached") if pairs <= args.word_level_max else ()
+        for name in ("prepare", "setup", *word_level, "onmt"):
             row.update(run_measure(name, src, tgt, cache, args))
-        row.update(onmt_build_vocab(src, tgt, folder / "onmt"))
         if not args.keep_cache:
             shutil.rmtree(cache, ignore_errors=True)
         rows.append({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
