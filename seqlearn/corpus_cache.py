@@ -12,7 +12,7 @@ filters and the vocabulary options: change any and the corpus is prepared again 
 new folder, never read stale.  Old entries stay until removed (``rm -r`` the folder, or
 the whole ``cache_dir``).
 
-Writing goes to a temporary sibling folder (``.tmp-<key>-<pid>-...``); every file is
+Writing goes to a temporary sibling folder (``.tmp-<key>-<host>-<pid>-...``); every file is
 fsynced, ``COMPLETE`` is written, and the folder is renamed into place in one step.  A
 preparation killed midway leaves only a temporary folder, which is never read (and is
 removed by the next preparation of that key once its process is gone).
@@ -28,11 +28,13 @@ adds its own Python formatting on top); and no dependency comes with it.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import pickle
 import shutil
+import socket
 import uuid
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -106,7 +108,7 @@ class CacheWriter:
         self.root, self.key = Path(root), key
         self.root.mkdir(parents=True, exist_ok=True)
         _remove_abandoned(self.root, key)
-        self.folder = self.root / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.folder = self.root / f"{_temporary_prefix(key)}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.folder.mkdir()
         self._files: dict[str, BinaryIO] = {}
         self.counts: dict[str, list[int]] = {}  # side -> [sequences, tokens]
@@ -191,11 +193,17 @@ def _commit_marker(path: Path, key: str) -> None:
         os.fsync(f.fileno())
 
 
+def _temporary_prefix(key: str) -> str:
+    # the host too: on a shared file system a process id means something on its own host only
+    return f".tmp-{key}-{socket.gethostname()}-"
+
+
 def _remove_abandoned(root: Path, key: str) -> None:
-    """Temporary folders of this key left by preparations whose process is gone."""
-    for folder in root.glob(f".tmp-{key}-*"):
+    """Temporary folders of this key left by preparations on this host whose process is gone."""
+    prefix = _temporary_prefix(key)
+    for folder in root.glob(f"{glob.escape(prefix)}*"):
         try:
-            os.kill(int(folder.name.split("-")[2]), 0)
+            os.kill(int(folder.name[len(prefix) :].split("-")[0]), 0)
         except ProcessLookupError:
             shutil.rmtree(folder, ignore_errors=True)
         except (ValueError, IndexError, PermissionError):
