@@ -51,10 +51,11 @@ def _encode_chunk(rows: Sequence[tuple], state: tuple | None = None) -> list[tup
     lengths)`` of the rows whose every side has at most ``max_length`` tokens: ids of the
     vocabulary (types None), or indices into ``types``, this chunk's tokens in first-seen order."""
     tokenizers, vocabs, max_length, direct = state if state is not None else _STATE
-    sides = [
-        tok.sp.encode(texts, num_threads=1) if ids else _tokenize_batch(tok, texts)
-        for tok, ids, texts in ((tok, ids, [row[k + 1] for row in rows]) for k, (tok, ids) in enumerate(zip(tokenizers, direct)))
-    ]  # fmt: skip
+    sides = []
+    for k, (tokenizer, ids) in enumerate(zip(tokenizers, direct)):
+        texts = [row[k + 1] for row in rows]
+        # one thread each: the cores are busy with one worker process each
+        sides.append(tokenizer.sp.encode(texts, num_threads=1) if ids else _tokenize_batch(tokenizer, texts))
     if max_length is not None:
         keep = [i for i in range(len(rows)) if all(len(side[i]) <= max_length for side in sides)]
         sides = [[side[i] for i in keep] for side in sides]
