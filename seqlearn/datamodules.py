@@ -39,9 +39,9 @@ from .default_task import make_default_task
 from .errors import ConfigError, DataError, VocabError
 from .readers import ParallelExample, TaggedSentence, _is_path_pair, read_conll, read_conllu, read_parallel, read_tsv
 from .subwords import MODEL_TYPES, SampledPairs, SentencePieceTokenizer, is_sentencepiece_name, train_sentencepiece
-from .tokenizers import get_tokenizer
 from .tag_schemes import canonical_scheme, convert_tags, find_violation
 from .token_arrays import EncodedPairs, TokenArray, ready_batch, token_dtype
+from .tokenizers import get_tokenizer
 from .translation_cache import CachedTrainingSplit
 from .vocab import Vocab
 

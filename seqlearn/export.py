@@ -607,6 +607,13 @@ def export_seq2seq(model: Seq2Seq, directory: str | Path, format: str = "torchsc
             "model": "seq2seq", "state": state, "tokenizer": model.hparams.src_tokenizer,
             "target_tokenizer": model.hparams.tgt_tokenizer, "components": _components(model),
         }
+        # SentencePiece models travel as files beside the graphs: the server tokenizes text with them
+        protos = model.hparams.get("tokenizer_models") or {}
+        if protos:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            for side, proto in protos.items():
+                (Path(directory) / f"{side}_tokenizer.model").write_bytes(proto)
+            manifest["tokenizer_models"] = {side: f"{side}_tokenizer.model" for side in protos}
         return write_export(directory, format, graphs, {"src": model.src_vocab, "tgt": model.tgt_vocab}, manifest,
                             check)
 

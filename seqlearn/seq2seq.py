@@ -449,12 +449,17 @@ class Seq2Seq(SafeCheckpointLoading, TrainingModule):
         (then a reference's ``<unk>`` would match a hypothesis' ``<unk>`` and BLEU come out
         too high)."""
         datamodule = getattr(self.trainer, "datamodule", None)
-        if hasattr(datamodule, "references") and hasattr(datamodule, "split"):
-            texts, examples = datamodule.references("valid"), datamodule.split("valid")
-            index = batch.index.tolist()
-            return [texts[i] for i in index], [examples[i].tgt for i in index]
-        tokens = [self.tgt_vocab.decode(ids) for ids in batch.tgt.ids.tolist()]
-        return [self.tgt_tokenizer.detokenize(t) for t in tokens], tokens
+        index = batch.index.tolist()
+        decoded = [self.tgt_vocab.decode(ids) for ids in batch.tgt.ids.tolist()]
+        if hasattr(datamodule, "references"):
+            texts = datamodule.references("valid")
+            texts = [texts[i] for i in index]
+        else:
+            texts = [self.tgt_tokenizer.detokenize(t) for t in decoded]
+        if hasattr(datamodule, "split"):
+            examples = datamodule.split("valid")
+            return texts, [examples[i].tgt for i in index]
+        return texts, decoded
 
     def _accumulate(self, split: str, loss_sum: torch.Tensor, nll: torch.Tensor, n: torch.Tensor) -> None:
         sums = self._epoch_sums.setdefault(split, [torch.zeros((), device=nll.device)] * 3)

@@ -20,7 +20,10 @@ or from a shell, one input per line: ``python serving.py exported/ < sentences.t
 (a translation, tags, a continuation or labels per line).
 
 Strings are split on whitespace; a model trained with another tokenizer (the manifest
-names it) takes token lists.  Greedy decoding written out, as a server in another
+names it) takes token lists, except a subword model: its SentencePiece models are
+exported beside it (``src_tokenizer.model``, ``tgt_tokenizer.model``) and, with the
+``sentencepiece`` package installed, tokenize strings and detokenize output
+(:meth:`ExportedSeq2Seq.detokenize`).  Greedy decoding written out, as a server in another
 language would (``graph`` runs one exported graph on named tensors)::
 
     state = encoder(src_ids=ids, src_lengths=lengths)         # the decoder's initial state
@@ -134,8 +137,20 @@ class _Exported:
         }
         self.vocabs = {name: Vocabulary(self.directory / file) for name, file in manifest["vocabs"].items()}
 
+    def _sentencepiece(self, side: str) -> Any:
+        """The SentencePiece processor of ``side`` exported with the model, or None."""
+        file = self.manifest.get("tokenizer_models", {}).get(side)
+        if file is None:
+            return None
+        import sentencepiece  # only models trained on subwords need it
+
+        return sentencepiece.SentencePieceProcessor(model_file=str(self.directory / file))
+
     def _tokens(self, inputs: Sequence[str | Sequence[str]], lowercase: bool = False) -> list[list[str]]:
         tokenizer = self.manifest.get("tokenizer", "whitespace")
+        pieces = self._sentencepiece("src")
+        if pieces is not None:
+            return [pieces.encode(x, out_type=str) if isinstance(x, str) else list(x) for x in inputs]
         if any(isinstance(x, str) for x in inputs) and tokenizer != "whitespace":
             raise ValueError(f"this model was trained on {tokenizer!r} tokens: pass token lists, not strings")
         token_lists = [x.split() if isinstance(x, str) else list(x) for x in inputs]
@@ -189,6 +204,11 @@ class ExportedSeq2Seq(_Stepping):
         """The decoder's initial state for source ids ``(batch, src_len)`` (each row ending in
         ``</s>``) with lengths ``(batch,)``."""
         return self.graphs["encoder"](src_ids=src_ids, src_lengths=src_lengths)
+
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        """Output tokens as text: joined by the exported SentencePiece model, else by spaces."""
+        pieces = self._sentencepiece("tgt")
+        return " ".join(tokens) if pieces is None else pieces.decode_pieces(list(tokens))
 
     def greedy(self, src_ids: torch.Tensor, src_lengths: torch.Tensor, max_length: int) -> list[list[int]]:
         """The most probable token at each step, for ``max_length`` steps at most; each row's
@@ -387,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = load(args[0])
     lines = [line.rstrip("\n") for line in sys.stdin]
     if isinstance(model, ExportedSeq2Seq):
-        outputs = [" ".join(tokens) for tokens in model.translate(lines)]
+        outputs = [model.detokenize(tokens) for tokens in model.translate(lines)]
     elif isinstance(model, ExportedTagger):
         outputs = ["\t".join(tags) for tags in model.tag(lines)]
     elif isinstance(model, ExportedLanguageModel):

@@ -23,6 +23,7 @@ checkpoint stores, so a model keeps working where the file is gone.
 from __future__ import annotations
 
 import io
+import math
 import os
 import random
 from itertools import islice
@@ -49,13 +50,20 @@ def sample_lines(lines: Iterable[str], size: int, seed: int = 0) -> list[str]:
     memory (reservoir sampling), the same for the same ``seed``; all lines, in order, when
     there are at most ``size``.  Empty (whitespace-only) lines are skipped."""
     rng = random.Random(seed)
-    lines = (line for line in lines if line.strip())
+    lines = filter(str.strip, lines)
     sample = list(islice(lines, size))
-    for seen, line in enumerate(lines, start=size + 1):
-        j = rng.randrange(seen)
-        if j < size:
-            sample[j] = line
-    return sample
+    if len(sample) < size:
+        return sample
+    # Li's "Algorithm L": jump over the lines that would not enter the sample, drawing a
+    # random number per kept line instead of per line (the skipping runs at C speed)
+    w = math.exp(math.log(1.0 - rng.random()) / size)
+    while True:
+        skip = int(math.log(1.0 - rng.random()) / math.log1p(-w)) if w < 1.0 else 0
+        line = next(islice(lines, skip, None), None)
+        if line is None:
+            return sample
+        sample[rng.randrange(size)] = line
+        w *= math.exp(math.log(1.0 - rng.random()) / size)
 
 
 def train_sentencepiece(

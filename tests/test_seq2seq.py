@@ -387,4 +387,6 @@ def test_validation_bleu_scores_against_the_raw_references(tmp_path):
     hyps = [" ".join(h[0].tokens) for h in model.translate(["a b", "b a"])]
     assert all("<unk>" in h for h in hyps)
     assert metrics["val_bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [["foo bar", "baz qux"]]).score) == 0.0
+    assert metrics["val_bleu_tok"] == pytest.approx(
+        sacrebleu.corpus_bleu(hyps, [["foo bar", "baz qux"]], tokenize="none").score) == 0.0
     assert sacrebleu.corpus_bleu(hyps, [["<unk> <unk>", "<unk> <unk>"]]).score > 0  # what decoded ids would give

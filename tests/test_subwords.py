@@ -343,3 +343,36 @@ def test_the_cli_trains_subwords_and_its_checkpoint_carries_them(tmp_path):
     assert hparams["tokenizer_models"]["src"] == dm.src_tokenizer.model_proto
     assert hparams["src_vocab"]["itos"] == dm.src_vocab.itos
     assert not [k for k in hparams if k.startswith("_")]
+
+
+def test_an_export_carries_the_subword_models_and_serves_text(subword_checkpoint, tmp_path):
+    from seqlearn.export import export
+    from seqlearn.serving import load
+
+    model, _, _ = subword_checkpoint
+    export(model, tmp_path / "exported")
+    assert (tmp_path / "exported" / "src_tokenizer.model").read_bytes() == model.src_tokenizer.model_proto
+    served = load(tmp_path / "exported")
+    outputs = served.translate(SOURCES, max_length=12)
+    expected = model.translate(SOURCES, max_length=12)
+    assert outputs == [h[0].tokens for h in expected]
+    assert [served.detokenize(o) for o in outputs] == [h[0].text for h in expected]
+
+
+def test_validation_bleu_is_standard_sacrebleu_with_the_piece_bleu_beside_it(subword_checkpoint):
+    import sacrebleu
+
+    model, _, _ = subword_checkpoint
+    held_out = [("Zwei Hunde schlafen im Park.", "Two dogs sleep in the park."),
+                ("Die Männer laufen über die Wiese!", "The men run across the meadow!")]
+    valid = [ParallelExample(de, en, de.split(), en.split(), i + 1) for i, (de, en) in enumerate(held_out)]
+    dm = TranslationDataModule(PAIRS, valid, src_tokenizer=model.src_tokenizer, tgt_tokenizer=model.tgt_tokenizer,
+                               src_vocab=model.src_vocab, tgt_vocab=model.tgt_vocab, max_sentences=2)
+    metrics = cpu_trainer().validate(model, dm, verbose=False)[0]
+    hyps = [h[0] for h in model.translate([ex.src_text for ex in valid])]
+    refs = [ex.tgt_text for ex in valid]
+    assert metrics["val_bleu"] == pytest.approx(sacrebleu.corpus_bleu([h.text for h in hyps], [refs]).score)
+    pieces = [" ".join(model.tgt_tokenizer.tokenize(r)) for r in refs]
+    assert metrics["val_bleu_tok"] == pytest.approx(
+        sacrebleu.corpus_bleu([" ".join(h.tokens) for h in hyps], [pieces], tokenize="none").score)
+    assert metrics["val_bleu"] != metrics["val_bleu_tok"]

@@ -64,6 +64,11 @@ def test_translate_and_finetune(tmp_path, monkeypatch):
     assert r["encoder_unchanged"] is True
     assert r["old_task_after"]["exact_match"] >= 0.5  # rehearsal kept the old task
     assert r["new_src_tokens"] == 10 and r["new_tgt_tokens"] == 12
+    # the fine-tuned subword model writes the new target words, which a word vocabulary makes <unk>
+    sw = r["subwords"]
+    assert sw["unk_in_output"] == 0 and sw["word_level_unk"] > 0
+    assert sw["new_words_written"] >= 6
+    assert sw["shifted_after"]["bleu"] > r["shifted_before"]["bleu"] + 50
 
 
 @pytest.mark.slow
