@@ -28,6 +28,7 @@ from seqlearn.corpus_cache import default_cache_dir
 from seqlearn.datamodules import TranslationDataModule
 from seqlearn.errors import DataError
 from seqlearn.readers import read_parallel, read_tsv
+from seqlearn.subwords import train_sentencepiece
 from seqlearn.vocab import Vocab
 
 WORDS = "Ein Hund läuft über die Wiese . Zwei Männer essen Brot , eine Frau liest ein Buch im Park".split()
@@ -193,6 +194,17 @@ def test_a_changed_file_is_prepared_again_never_read_stale(tmp_path):
     os.utime(files[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     prepared(files, cache)
     assert len(entries(cache)) == 3
+
+
+def test_a_sentencepiece_model_file_is_keyed_by_its_bytes(tmp_path):
+    files = write_corpus(tmp_path, n=300, empty_every=7)
+    lines = gzip.decompress(files[0].read_bytes()).decode("utf-8").splitlines()
+    model = tmp_path / "x.model"
+    options = {"src_tokenizer": f"sentencepiece:{model}"}
+    for vocab_size in (300, 320):  # a new model under the same name
+        model.write_bytes(train_sentencepiece(lines, vocab_size=vocab_size))
+        assert_same_data(prepared(files, tmp_path / "cache", **options), oracle(files, **options))
+    assert len(entries(tmp_path / "cache")) == 2
 
 
 # -- atomic writes ----------------------------------------------------------------------------
