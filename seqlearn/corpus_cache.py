@@ -162,10 +162,6 @@ class CacheWriter:
     def write_bytes(self, name: str, data: bytes) -> None:
         self._file(name).write(data)
 
-    def path(self, name: str) -> Path:
-        """Where a file of the entry being written goes (for writers of their own)."""
-        return self.folder / name
-
     def commit(self, meta: dict[str, Any]) -> Path:
         """fsync everything, write ``meta.json`` and ``COMPLETE``, rename into place; the
         entry's final folder.  If another process committed the same key first, its entry
