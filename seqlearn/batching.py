@@ -263,15 +263,19 @@ class BucketBatchSampler(Sampler[list[int]]):
         order they are yielded."""
         if self._cached is not None and self._cached[0] == epoch:
             return self._cached[1]
-        # numpy's generator seeded through random.Random, which takes any seed (str, negative int)
-        rng = np.random.default_rng(random.Random(f"{self.seed}/{epoch}").getrandbits(128))
+        # Python's generator, as seqlearn 0.1.0 drew them: the same seed gives the same
+        # batches as then (a run resumed from a 0.1.0 checkpoint goes on as it would have)
+        rng = random.Random(f"{self.seed}/{epoch}")
         n = len(self.keys)
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        order = list(range(n))
+        if self.shuffle:
+            rng.shuffle(order)
+        order = np.array(order, dtype=np.int64)
         if self.bucket:  # stable: equal keys keep their shuffled order
             order = order[np.lexsort(self.keys[order].T[::-1])]
         batches = np.split(order, self._cuts(self.keys[order, 0].tolist())) if n else []
         if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
+            rng.shuffle(batches)
         if self.num_replicas > 1:
             batches = [shard for shard in map(self._shard, batches) if len(shard)]
         self._cached = (epoch, batches)
