@@ -32,7 +32,6 @@ import glob
 import hashlib
 import json
 import os
-import pickle
 import shutil
 import socket
 import uuid
@@ -72,23 +71,21 @@ def file_identity(path: str | os.PathLike) -> dict[str, Any]:
 
 def tokenizer_identity(tokenizer: Any) -> str:
     """What a tokenizer's output depends on, for the key: the hash of its SentencePiece
-    model bytes (``model_proto``), its ``cache_identity()`` when it has one (spaCy's names
-    its version), or else the hash of its pickled state."""
+    model bytes (``model_proto``), its ``cache_identity()`` when it has one (seqlearn's
+    tokenizers have: spaCy's names its version), or else its ``repr`` when that says more
+    than the object's address."""
     kind = f"{type(tokenizer).__module__}.{type(tokenizer).__qualname__}"
     proto = getattr(tokenizer, "model_proto", None)
     proto = proto() if callable(proto) else proto
-    identity = getattr(tokenizer, "cache_identity", None)
     if isinstance(proto, (bytes, bytearray)):
-        state = bytes(proto)
-    elif callable(identity):
+        return f"{kind}:{hashlib.sha256(bytes(proto)).hexdigest()}"
+    identity = getattr(tokenizer, "cache_identity", None)
+    if callable(identity):
         return f"{kind}:{identity()}"
-    else:
-        try:
-            state = pickle.dumps(tokenizer)
-        except Exception as exc:  # noqa: BLE001 -- any unpicklable object
-            raise ConfigError(f"cannot tell when tokenizer {tokenizer!r} changes, so its corpus cannot be cached: "
-                              "give it a cache_identity() method returning a string, or make it picklable") from exc
-    return f"{kind}:{hashlib.sha256(state).hexdigest()}"
+    if type(tokenizer).__repr__ is object.__repr__:
+        raise ConfigError(f"cannot tell when tokenizer {tokenizer!r} changes, so its corpus cannot be cached: give it "
+                          "a cache_identity() method returning a string that changes with its output")
+    return f"{kind}:{tokenizer!r}"
 
 
 def _fsync_folder(path: Path) -> None:

@@ -26,7 +26,7 @@ import seqlearn.translation_cache as translation_cache
 from seqlearn.batching import BucketBatchSampler
 from seqlearn.corpus_cache import default_cache_dir
 from seqlearn.datamodules import TranslationDataModule
-from seqlearn.errors import DataError
+from seqlearn.errors import ConfigError, DataError
 from seqlearn.readers import read_parallel, read_tsv
 from seqlearn.subwords import train_sentencepiece
 from seqlearn.vocab import Vocab
@@ -395,3 +395,16 @@ def test_two_ddp_processes_map_the_cache_rank_zero_prepared(tmp_path):
     assert len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == len(global_batches)
     for a, b, whole in zip(ranks[0]["seen"], ranks[1]["seen"], global_batches):
         assert sorted(a + b) == whole or (len(whole) == 1 and a == b == whole)
+
+
+def test_a_tokenizer_the_key_cannot_identify_is_a_config_error(tmp_path):
+    class Opaque:  # a plugin tokenizer with neither cache_identity() nor a telling repr
+        def tokenize(self, text):
+            return text.split()
+
+        def detokenize(self, tokens):
+            return " ".join(tokens)
+
+    files = write_corpus(tmp_path, n=10, empty_every=7)
+    with pytest.raises(ConfigError, match="cache_identity"):
+        TranslationDataModule(files, src_tokenizer=Opaque(), cache_dir=tmp_path / "cache").prepare_data()
