@@ -67,7 +67,7 @@ def test_translate_and_finetune(tmp_path, monkeypatch):
     # the fine-tuned subword model writes the new target words, which a word vocabulary makes <unk>
     sw = r["subwords"]
     assert sw["unk_in_output"] == 0 and sw["word_level_unk"] > 0
-    assert sw["new_words_written"] >= 6
+    assert sw["new_words_written"] >= 9  # of 12; all 12 here
     assert sw["shifted_after"]["bleu"] > r["shifted_before"]["bleu"] + 50
 
 
