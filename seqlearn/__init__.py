@@ -34,7 +34,7 @@ __version__ = "0.1.0"
 # public name -> submodule that defines it
 _LAZY = {
     "TranslationDataModule": "datamodules",
-    "TaggingDataModule": "datamodules",
+    "TaggingDataModule": "tagging_data",
     "Seq2Seq": "seq2seq",
     "Hypothesis": "search",
     "CRF": "crf",

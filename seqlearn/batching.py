@@ -22,6 +22,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
@@ -223,7 +224,8 @@ class BucketBatchSampler(Sampler[list[int]]):
     """Batches of example indices, by token budget and/or sentence count.
 
     lengths: one size per example, or a tuple of sizes (e.g. source and target length
-        with their specials).  An example's padded cost is the largest of its sizes.
+        with their specials): a list, or an ``(n,)`` / ``(n, sizes)`` integer array such as
+        the length index of a memory-mapped corpus.  An example's padded cost is the largest of its sizes.
     max_tokens: budget on the padded size of a batch, ``n_sentences * max_cost <= max_tokens``.
         A single example costlier than the budget still forms a batch of its own.
     max_sentences: cap on sentences per batch.  With ``max_tokens=None`` this is plain
@@ -275,9 +277,12 @@ class BucketBatchSampler(Sampler[list[int]]):
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise ConfigError(f"rank must be in [0, num_replicas), got rank {rank} of {num_replicas}")
-        keys = [tuple(x) if isinstance(x, (tuple, list)) else (int(x),) for x in lengths]
-        # sort key: the padded cost first, then the individual sizes
-        self.keys = [(max(k), *k) for k in keys]
+        sizes = np.asarray(lengths, dtype=np.int32)
+        if sizes.ndim == 1:
+            sizes = sizes[:, None]
+        # sort key: the padded cost first, then the individual sizes; one (n, 1 + sizes)
+        # array, so that millions of examples cost bytes each, not Python tuples
+        self.keys = np.concatenate([sizes.max(axis=1, initial=0, keepdims=True), sizes], axis=1)
         self.max_tokens = max_tokens
         self.max_sentences = max_sentences
         self.bucket = bucket
@@ -289,7 +294,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.epoch = 0
         #: batches of ``epoch`` already delivered: the next iteration starts after them
         self.start = 0
-        self._cached: tuple[int, list[list[int]]] | None = None
+        self._cached: tuple[int, list[np.ndarray]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self.start = epoch, 0
@@ -304,54 +309,58 @@ class BucketBatchSampler(Sampler[list[int]]):
             epoch, start = epoch + 1, 0
         self.epoch, self.start = epoch, start
 
-    def batches(self, epoch: int) -> list[list[int]]:
-        """This process's batches of epoch ``epoch``, in the order they are yielded."""
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        """This process's batches of epoch ``epoch`` (arrays of example indices), in the
+        order they are yielded."""
         if self._cached is not None and self._cached[0] == epoch:
             return self._cached[1]
+        # Python's generator, as seqlearn 0.1.0 drew them: the same seed gives the same
+        # batches as then (a run resumed from a 0.1.0 checkpoint goes on as it would have)
         rng = random.Random(f"{self.seed}/{epoch}")
-        order = list(range(len(self.keys)))
+        n = len(self.keys)
+        order = list(range(n))
         if self.shuffle:
             rng.shuffle(order)
-        if self.bucket:
-            order.sort(key=self.keys.__getitem__)  # stable: equal keys keep their shuffled order
-        batches = self._cut(order)
+        order = np.array(order, dtype=np.int64)
+        if self.bucket:  # stable: equal keys keep their shuffled order
+            order = order[np.lexsort(self.keys[order].T[::-1])]
+        batches = np.split(order, self._cuts(self.keys[order, 0].tolist())) if n else []
         if self.shuffle:
             rng.shuffle(batches)
         if self.num_replicas > 1:
-            batches = [shard for shard in map(self._shard, batches) if shard]
+            batches = [shard for shard in map(self._shard, batches) if len(shard)]
         self._cached = (epoch, batches)
         return batches
 
-    def _shard(self, batch: list[int]) -> list[int]:
+    def _shard(self, batch: np.ndarray) -> np.ndarray:
         if self.pad_shards and len(batch) <= self.rank:
-            return [batch[self.rank % len(batch)]]
+            return batch[self.rank % len(batch) :][:1]
         return batch[self.rank :: self.num_replicas]
 
-    def _cut(self, order: list[int]) -> list[list[int]]:
+    def _cuts(self, costs: list[int]) -> list[int]:
+        """Where batches start (after the first) in a sequence of examples of these padded
+        costs, filled greedily up to the budgets of all ``num_replicas`` processes."""
         n = self.num_replicas
         max_tokens = None if self.max_tokens is None else self.max_tokens * n
         max_sentences = None if self.max_sentences is None else self.max_sentences * n
-        batches: list[list[int]] = []
-        current: list[int] = []
-        widest = 0
-        for i in order:
-            cost = self.keys[i][0]
+        cuts: list[int] = []
+        start, widest = 0, 0
+        for i, cost in enumerate(costs):
             wider = max(widest, cost)
-            over_tokens = max_tokens is not None and (len(current) + 1) * wider > max_tokens
-            over_sentences = max_sentences is not None and len(current) + 1 > max_sentences
-            if current and (over_tokens or over_sentences):
-                batches.append(current)
-                current, wider = [], cost
-            current.append(i)
+            size = i - start + 1
+            over_tokens = max_tokens is not None and size * wider > max_tokens
+            over_sentences = max_sentences is not None and size > max_sentences
+            if size > 1 and (over_tokens or over_sentences):
+                cuts.append(i)
+                start, wider = i, cost
             widest = wider
-        if current:
-            batches.append(current)
-        return batches
+        return cuts
 
     def __iter__(self) -> Iterator[list[int]]:
         epoch, start = self.epoch, self.start
         self.epoch, self.start = epoch + 1, 0
-        yield from self.batches(epoch)[start:]
+        for batch in self.batches(epoch)[start:]:
+            yield batch.tolist()
 
     def __len__(self) -> int:
         """The batches of a whole epoch, also when resuming mid-epoch: Lightning counts the

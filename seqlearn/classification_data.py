@@ -27,7 +27,7 @@ from itertools import islice
 from typing import Any, Callable, Sequence, Union
 
 from .batching import ClassificationBatch, collate_classification
-from .datamodules import SplitsDataModule
+from .splits_data import SplitsDataModule
 from .errors import ConfigError, DataError
 from .readers import PathLike, check_limits, iter_lines, tokenize_batch
 from .tokenizers import get_tokenizer

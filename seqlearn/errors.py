@@ -31,6 +31,10 @@ class DataError(SeqlearnError, ValueError):
             where = f"line {line}: "
         super().__init__(where + message)
 
+    def __reduce__(self) -> tuple:
+        # from a worker process (corpus preparation) with its file and line intact
+        return type(self), (self.message, self.path, self.line)
+
 
 class VocabError(SeqlearnError, ValueError):
     """A vocabulary is used in a way it cannot support (unknown token without <unk>, bad file...)."""

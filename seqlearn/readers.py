@@ -132,7 +132,7 @@ def read_parallel(
     (blank) side is skipped with a warning counting them, or raises a DataError at its
     file and line when ``skip_empty=False``.  See the module docstring for the options.
     """
-    rows = _aligned_rows(src_path, tgt_path)
+    rows = aligned_rows(src_path, tgt_path)
     where = f"{os.fspath(src_path)} / {os.fspath(tgt_path)}"
     return _examples(rows, where, src_tokenizer, tgt_tokenizer, lowercase, max_length, limit, skip_empty)
 
@@ -153,15 +153,24 @@ def read_tsv(
     A non-blank line without a tab raises a DataError; a blank line counts as a pair with
     empty sides (see ``skip_empty`` in :func:`read_parallel`).
     """
-    return _examples(_tsv_rows(path), os.fspath(path), src_tokenizer, tgt_tokenizer, lowercase, max_length, limit,
+    return _examples(tsv_rows(path), os.fspath(path), src_tokenizer, tgt_tokenizer, lowercase, max_length, limit,
                      skip_empty)
 
 
+def is_path_pair(source: Any) -> bool:
+    """Whether ``source`` is a (source file, target file) pair of paths."""
+    return (
+        isinstance(source, (tuple, list))
+        and len(source) == 2
+        and all(isinstance(p, (str, os.PathLike)) for p in source)
+    )
+
+
 # a row: (line, source text, target text, path of the source side, path of the target side)
-_Row = tuple[int, str, str, str, str]
+Row = tuple[int, str, str, str, str]
 
 
-def _aligned_rows(src_path: PathLike, tgt_path: PathLike) -> Iterator[_Row]:
+def aligned_rows(src_path: PathLike, tgt_path: PathLike) -> Iterator[Row]:
     src, tgt = os.fspath(src_path), os.fspath(tgt_path)
     src_lines, tgt_lines = iter_lines(src), iter_lines(tgt)
     with closing(src_lines), closing(tgt_lines):
@@ -181,7 +190,7 @@ def _aligned_rows(src_path: PathLike, tgt_path: PathLike) -> Iterator[_Row]:
             yield count, a[1].strip(), b[1].strip(), src, tgt
 
 
-def _tsv_rows(path: PathLike) -> Iterator[_Row]:
+def tsv_rows(path: PathLike) -> Iterator[Row]:
     path = os.fspath(path)
     for line, text in iter_lines(path):
         if "\t" in text:
@@ -194,7 +203,7 @@ def _tsv_rows(path: PathLike) -> Iterator[_Row]:
 
 
 def _examples(
-    rows: Iterator[_Row],
+    rows: Iterator[Row],
     where: str,
     src_tokenizer: Any,
     tgt_tokenizer: Any,
@@ -207,31 +216,49 @@ def _examples(
     check_limits(max_length, limit)
     src_tok, tgt_tok = get_tokenizer(src_tokenizer), get_tokenizer(tgt_tokenizer)
     out: list[ParallelExample] = []
-    skipped, first_skipped = 0, ""
-    with closing(rows):
-        while limit is None or len(out) < limit:
-            chunk = list(islice(rows, _CHUNK))
-            if not chunk:
+    chunks = text_chunks(rows, where, lowercase, skip_empty)
+    with closing(chunks):
+        for kept in chunks:
+            if limit is not None and len(out) >= limit:
                 break
-            kept = []
-            for line, src, tgt, src_path, tgt_path in chunk:
-                if src and tgt:
-                    kept.append((line, src.lower(), tgt.lower()) if lowercase else (line, src, tgt))
-                    continue
-                side, path = ("source", src_path) if not src else ("target", tgt_path)
-                if not skip_empty:
-                    raise DataError(f"empty {side} line (pass skip_empty=True to skip such pairs)", path, line)
-                skipped += 1
-                first_skipped = first_skipped or f"{path}:{line}"
             src_tokens = tokenize_batch(src_tok, [k[1] for k in kept])
             tgt_tokens = tokenize_batch(tgt_tok, [k[2] for k in kept])
             for (line, src, tgt), s, t in zip(kept, src_tokens, tgt_tokens):
                 if max_length is None or (len(s) <= max_length and len(t) <= max_length):
                     out.append(ParallelExample(src, tgt, s, t, line))
-    if skipped:
-        warnings.warn(f"{where}: skipped {skipped} pair(s) with an empty source or target line (first at "
-                      f"{first_skipped}); pass skip_empty=False to raise instead", stacklevel=3)
     return out[:limit] if limit is not None else out
+
+
+def text_chunks(rows: Iterator[Row], where: str, lowercase: bool, skip_empty: bool) -> Iterator[list[tuple[int, str, str]]]:
+    """``(line, source text, target text)`` of the rows with both sides non-empty
+    (lowercased if asked), a list of up to ``_CHUNK`` at a time; what the readers tokenize,
+    and what :mod:`seqlearn.corpus_encoding` tokenizes on all cores.  Empty pairs raise,
+    or are counted and reported in one warning once the rows are exhausted."""
+    skipped, first_skipped = 0, ""
+
+    def report() -> None:
+        if skipped:
+            warnings.warn(f"{where}: skipped {skipped} pair(s) with an empty source or target line (first at "
+                          f"{first_skipped}); pass skip_empty=False to raise instead", stacklevel=5)
+
+    with closing(rows):
+        try:
+            while chunk := list(islice(rows, _CHUNK)):
+                kept = []
+                for line, src, tgt, src_path, tgt_path in chunk:
+                    if src and tgt:
+                        kept.append((line, src.lower(), tgt.lower()) if lowercase else (line, src, tgt))
+                        continue
+                    side, path = ("source", src_path) if not src else ("target", tgt_path)
+                    if not skip_empty:
+                        raise DataError(f"empty {side} line (pass skip_empty=True to skip such pairs)", path, line)
+                    skipped += 1
+                    first_skipped = first_skipped or f"{path}:{line}"
+                yield kept
+        except GeneratorExit:  # the reader stopped early (limit): report what it read
+            report()
+            raise
+    report()
 
 
 def tokenize_batch(tokenizer: Any, texts: list[str]) -> list[list[str]]:

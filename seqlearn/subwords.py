@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 from . import registry
 from .errors import ConfigError, DataError
 from .readers import ParallelExample
-from .tokenizers import Tokenizer, _text
+from .tokenizers import Tokenizer, checked_text
 from .vocab import Vocab
 
 __all__ = ["train_sentencepiece", "SentencePieceTokenizer", "SampledPairs", "MODEL_TYPES", "sample_lines",
@@ -154,17 +154,17 @@ class SentencePieceTokenizer(Tokenizer):
             raise ConfigError(f"{self.path or 'these bytes'}: not a SentencePiece model ({exc})") from None
 
     def tokenize(self, text: str) -> list[str]:
-        return self.sp.encode(_text(text, self), out_type=str)
+        return self.sp.encode(checked_text(text, self), out_type=str)
 
     def tokenize_batch(self, texts: Iterable[str]) -> list[list[str]]:
-        return self.sp.encode([_text(t, self) for t in texts], out_type=str)
+        return self.sp.encode([checked_text(t, self) for t in texts], out_type=str)
 
     def sample(self, text: str) -> list[str]:
         """A sampled segmentation of ``text`` (subword regularization, for training only);
         the deterministic :meth:`tokenize` when ``alpha`` is None."""
         if self.alpha is None:
             return self.tokenize(text)
-        return self.sp.encode(_text(text, self), out_type=str, enable_sampling=True, alpha=self.alpha,
+        return self.sp.encode(checked_text(text, self), out_type=str, enable_sampling=True, alpha=self.alpha,
                               nbest_size=self.nbest)  # fmt: skip
 
     def detokenize(self, pieces: Sequence[str]) -> str:

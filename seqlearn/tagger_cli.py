@@ -20,7 +20,7 @@ from typing import Any, Iterable, TextIO
 import yaml
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from .datamodules import TaggingDataModule
+from .tagging_data import TaggingDataModule
 from .seq2seq_cli import RAISE_PARSE_ERRORS, config_errors, fit_arguments, resolve_configs
 from .tagger import Tagger, datamodule_arguments
 

@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 
-def _text(text: Any, tokenizer: Any) -> str:
+def checked_text(text: Any, tokenizer: Any) -> str:
     """``text`` if it is a ``str``; an InputError naming ``tokenizer`` otherwise."""
     if not isinstance(text, str):
         raise InputError(f"{tokenizer!r} tokenizes text (str), got {type(text).__name__} {repr(text)[:40]}")
@@ -68,6 +68,11 @@ class Tokenizer:
 
     def detokenize(self, tokens: Sequence[str]) -> str:
         raise NotImplementedError
+
+    def cache_identity(self) -> str:
+        """What the tokens depend on besides seqlearn's version, for the corpus cache's key
+        (:func:`~seqlearn.corpus_cache.tokenizer_identity`)."""
+        return repr(self)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -177,7 +182,7 @@ class SpacyTokenizer(Tokenizer):
         return self.tokenize_batch([text])[0]
 
     def tokenize_batch(self, texts: Iterable[str]) -> list[list[str]]:
-        texts = [_text(t, self) for t in texts]
+        texts = [checked_text(t, self) for t in texts]
         try:
             docs = list(self.nlp.tokenizer.pipe(texts, batch_size=1000))
         except UnicodeEncodeError as exc:  # spaCy encodes to UTF-8, which has no lone surrogates
@@ -191,6 +196,11 @@ class SpacyTokenizer(Tokenizer):
     def __repr__(self) -> str:
         return f"SpacyTokenizer({self.lang!r})"
 
+    def cache_identity(self) -> str:
+        import spacy
+
+        return f"{self!r} spacy {spacy.__version__}"
+
     # pickled (DataLoader workers, checkpoints) by language, not by pipeline
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "nlp"}
@@ -203,6 +213,12 @@ class SpacyTokenizer(Tokenizer):
 # -- NLTK ---------------------------------------------------------------------------------
 
 
+def _nltk_version() -> str:
+    import nltk
+
+    return f"nltk {nltk.__version__}"
+
+
 @registry.tokenizers.register("nltk:toktok")
 class ToktokTokenizer(Tokenizer):
     """NLTK's Toktok tokenizer (needs no NLTK data); detokenized by :func:`rule_detokenize`."""
@@ -212,8 +228,11 @@ class ToktokTokenizer(Tokenizer):
 
         self._tok = _Toktok()
 
+    def cache_identity(self) -> str:
+        return f"{self!r} {_nltk_version()}"
+
     def tokenize(self, text: str) -> list[str]:
-        return self._tok.tokenize(_text(text, self))
+        return self._tok.tokenize(checked_text(text, self))
 
     def detokenize(self, tokens: Sequence[str]) -> str:
         return rule_detokenize(tokens)
@@ -231,8 +250,11 @@ class TreebankTokenizer(Tokenizer):
         self._tok = TreebankWordTokenizer()
         self._detok = TreebankWordDetokenizer()
 
+    def cache_identity(self) -> str:
+        return f"{self!r} {_nltk_version()}"
+
     def tokenize(self, text: str) -> list[str]:
-        return self._tok.tokenize(_text(text, self))
+        return self._tok.tokenize(checked_text(text, self))
 
     def detokenize(self, tokens: Sequence[str]) -> str:
         return self._detok.detokenize(list(tokens))
@@ -246,7 +268,7 @@ class WhitespaceTokenizer(Tokenizer):
     """``text.split()``; detokenizes with single spaces."""
 
     def tokenize(self, text: str) -> list[str]:
-        return _text(text, self).split()
+        return checked_text(text, self).split()
 
     def detokenize(self, tokens: Sequence[str]) -> str:
         return " ".join(tokens)
@@ -268,7 +290,7 @@ class CharTokenizer(Tokenizer):
         self.space = space
 
     def tokenize(self, text: str) -> list[str]:
-        return list(_text(text, self).replace(" ", self.space))
+        return list(checked_text(text, self).replace(" ", self.space))
 
     def detokenize(self, tokens: Sequence[str]) -> str:
         return "".join(tokens).replace(self.space, " ")

@@ -49,11 +49,22 @@ class Vocab:
         """Count tokens and keep those seen at least ``min_freq`` times, most frequent
         first (ties in first-seen order, so the result is deterministic), at most
         ``max_size`` of them besides the specials."""
-        if min_freq < 1:
-            raise VocabError(f"min_freq must be >= 1, got {min_freq}")
         counts: Counter[str] = Counter()
         for tokens in token_lists:
             counts.update(tokens)
+        return cls.from_counts(counts, min_freq, max_size, specials)
+
+    @classmethod
+    def from_counts(
+        cls,
+        counts: Counter[str],
+        min_freq: int = 1,
+        max_size: int | None = None,
+        specials: Sequence[str] = DEFAULT_SPECIALS,
+    ) -> "Vocab":
+        """:meth:`build` from token counts already made (ties keep the Counter's order)."""
+        if min_freq < 1:
+            raise VocabError(f"min_freq must be >= 1, got {min_freq}")
         kept = [t for t, c in counts.most_common() if c >= min_freq and t not in specials]
         if max_size is not None:
             kept = kept[:max_size]
