@@ -40,7 +40,6 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
-from .errors import ConfigError
 from .token_arrays import TokenArray, map_array
 
 __all__ = ["default_cache_dir", "cache_key", "file_identity", "tokenizer_identity", "CacheWriter", "open_entry",
@@ -69,11 +68,11 @@ def file_identity(path: str | os.PathLike) -> dict[str, Any]:
     return {"path": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def tokenizer_identity(tokenizer: Any) -> str:
+def tokenizer_identity(tokenizer: Any) -> str | None:
     """What a tokenizer's output depends on, for the key: the hash of its SentencePiece
     model bytes (``model_proto``), its ``cache_identity()`` when it has one (seqlearn's
     tokenizers have: spaCy's names its version), or else its ``repr`` when that says more
-    than the object's address."""
+    than the object's address; None when nothing tells (its corpus is then not cached)."""
     kind = f"{type(tokenizer).__module__}.{type(tokenizer).__qualname__}"
     proto = getattr(tokenizer, "model_proto", None)
     proto = proto() if callable(proto) else proto
@@ -83,8 +82,7 @@ def tokenizer_identity(tokenizer: Any) -> str:
     if callable(identity):
         return f"{kind}:{identity()}"
     if type(tokenizer).__repr__ is object.__repr__:
-        raise ConfigError(f"cannot tell when tokenizer {tokenizer!r} changes, so its corpus cannot be cached: give it "
-                          "a cache_identity() method returning a string that changes with its output")
+        return None
     return f"{kind}:{tokenizer!r}"
 
 

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
 
 from .batching import collate_translation
-from .corpus_cache import open_side
+from .corpus_cache import open_side, tokenizer_identity
 from .default_task import make_default_task
 from .errors import ConfigError
 from .readers import ParallelExample, is_path_pair, read_parallel, read_tsv
@@ -151,6 +152,7 @@ class TranslationDataModule(CachedTrainingSplit, SplitsDataModule):
         self.cache_dir = cache_dir
         self._default_task: dict[str, list[ParallelExample]] | None = None
         self._entry: tuple[Path, dict[str, Any]] | None = None  # the training split's cache entry
+        self._warned_uncached = False
 
     def encoded(self, name: str) -> EncodedPairs:
         """Split ``name`` as ids (:class:`~seqlearn.token_arrays.EncodedPairs`): the
@@ -178,8 +180,19 @@ class TranslationDataModule(CachedTrainingSplit, SplitsDataModule):
         super()._ensure_vocabularies()
 
     def _cached(self) -> bool:
-        """Whether the training split goes through the corpus cache: it is read from files."""
-        return _is_file_source(self.sources["train"])
+        """Whether the training split goes through the corpus cache: it is read from files by
+        tokenizers the cache key can tell apart.  A tokenizer object with neither
+        ``cache_identity()`` nor a telling ``repr`` keeps 0.1.0's in-memory path, with a
+        warning, rather than risk a stale cache."""
+        if not _is_file_source(self.sources["train"]):
+            return False
+        opaque = [t for t in (self.src_tokenizer, self.tgt_tokenizer) if tokenizer_identity(get_tokenizer(t)) is None]
+        if opaque and not self._warned_uncached:
+            self._warned_uncached = True
+            warnings.warn(f"the training split is read in memory, not prepared into the corpus cache: seqlearn cannot "
+                          f"tell when tokenizer {opaque[0]!r} changes; give it a cache_identity() method returning a "
+                          "string that changes with its output", stacklevel=2)  # fmt: skip
+        return not opaque
 
     def references(self, split: str) -> list[str]:
         """The target sentences of ``split`` as text (lowercased if asked), indexed like

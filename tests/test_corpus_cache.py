@@ -26,7 +26,7 @@ import seqlearn.translation_cache as translation_cache
 from seqlearn.batching import BucketBatchSampler
 from seqlearn.corpus_cache import default_cache_dir
 from seqlearn.datamodules import TranslationDataModule
-from seqlearn.errors import ConfigError, DataError
+from seqlearn.errors import DataError
 from seqlearn.readers import read_parallel, read_tsv
 from seqlearn.subwords import train_sentencepiece
 from seqlearn.vocab import Vocab
@@ -397,7 +397,7 @@ def test_two_ddp_processes_map_the_cache_rank_zero_prepared(tmp_path):
         assert sorted(a + b) == whole or (len(whole) == 1 and a == b == whole)
 
 
-def test_a_tokenizer_the_key_cannot_identify_is_a_config_error(tmp_path):
+def test_a_tokenizer_the_key_cannot_identify_keeps_the_in_memory_path(tmp_path):
     class Opaque:  # a plugin tokenizer with neither cache_identity() nor a telling repr
         def tokenize(self, text):
             return text.split()
@@ -406,5 +406,14 @@ def test_a_tokenizer_the_key_cannot_identify_is_a_config_error(tmp_path):
             return " ".join(tokens)
 
     files = write_corpus(tmp_path, n=10, empty_every=7)
-    with pytest.raises(ConfigError, match="cache_identity"):
-        TranslationDataModule(files, src_tokenizer=Opaque(), cache_dir=tmp_path / "cache").prepare_data()
+    cache = tmp_path / "cache"
+    data = TranslationDataModule(files, src_tokenizer=Opaque(), tgt_tokenizer=Opaque(), cache_dir=cache)
+    with pytest.warns(UserWarning, match="cache_identity"):
+        data.prepare_data()
+        data.setup("fit")
+    assert not cache.exists() or not any(cache.iterdir())  # nothing that could go stale was written
+    cached = TranslationDataModule(files, cache_dir=tmp_path / "other")  # whitespace: the same tokens, cached
+    cached.setup("fit")
+    assert any((tmp_path / "other").iterdir())
+    assert data.src_vocab == cached.src_vocab and data.tgt_vocab == cached.tgt_vocab
+    assert [pair[1:] for pair in data.encoded("train")] == [pair[1:] for pair in cached.encoded("train")]
