@@ -10,6 +10,7 @@ gradient clipping 5.  Prints one JSON line.
     python benchmarks/seq2seq_multi30k.py decode-speed      # 1 epoch, then beam-5 test2016
     python benchmarks/seq2seq_multi30k.py decode-speed --ckpt best.ckpt  # beam-5 with trained weights
     python benchmarks/seq2seq_multi30k.py timed-bleu --minutes 25
+    python benchmarks/seq2seq_multi30k.py timed-bleu --minutes 25 --subwords bpe --vocab-size 8000 --select val_bleu
 
 train-speed: target tokens (EOS included, padding not) per second over updates 51-250.
 decode-speed: beam 5, max length 50, GNMT length penalty alpha 1, batches of 64, test2016;
@@ -21,7 +22,13 @@ machine's measured float32 product speed and nothing else took time (``matmul_*`
 timed-bleu: train for --minutes of wall-clock time from process start (data loading
 included), validating each epoch; the epoch with the best validation loss (or, with
 --select val_bleu, greedy validation BLEU) translates test2016 (beam 5 as above).
-BLEU is sacreBLEU with tokenize="none" on the lowercased tokenized text (the peers' metric).  Peak RSS is the process's.
+The headline ``bleu_detok`` is standard sacreBLEU (13a, cased) of the detokenized output
+against the raw references (``bleu_detok_lc``, lowercased, for a lowercased model);
+``bleu_tok`` beside it is sacreBLEU with tokenize="none" on the lowercased text split the
+peers' way (their metric).  ``--subwords bpe|unigram --vocab-size N`` trains a joint
+SentencePiece model on the cased training text instead of the word vocabularies (the
+output is then detokenized by SentencePiece, and split the peers' way for ``bleu_tok``);
+``unk_outputs`` counts ``<unk>`` in the test translations.  Peak RSS is the process's.
 """
 from __future__ import annotations
 
@@ -67,6 +74,10 @@ class PeerTokenizer:
     def detokenize(self, tokens):
         return " ".join(tokens)
 
+    def cache_identity(self) -> str:
+        """What the corpus cache keys this tokenizer by (see seqlearn.corpus_cache)."""
+        return f"{TOKEN.pattern} cased={self.cased}"
+
 
 VARIANTS = {
     "bahdanau": {"decoder": "bahdanau", "attention": "bahdanau"},
@@ -74,13 +85,15 @@ VARIANTS = {
 }
 
 
-def data_module(data: Path, seed: int = 0, cased: bool = False) -> TranslationDataModule:
-    tok = PeerTokenizer(cased)
-    dm = TranslationDataModule(
-        (data / "train.de.gz", data / "train.en.gz"), (data / "val.de.gz", data / "val.en.gz"),
-        (data / "test2016.de.gz", data / "test2016.en.gz"), src_tokenizer=tok, tgt_tokenizer=tok,
-        min_freq=2, max_tokens=None, max_sentences=64, seed=seed,
-    )  # fmt: skip
+def data_module(data: Path, seed: int = 0, cased: bool = False, subwords: str | None = None,
+                vocab_size: int = 8000) -> TranslationDataModule:
+    splits = [(data / f"{split}.de.gz", data / f"{split}.en.gz") for split in ("train", "val", "test2016")]
+    if subwords:  # SentencePiece on the raw (cased) text, one joint model
+        vocabulary = dict(subwords=subwords, vocab_size=vocab_size, joint=True)
+    else:
+        tok = PeerTokenizer(cased)
+        vocabulary = dict(src_tokenizer=tok, tgt_tokenizer=tok, min_freq=2)
+    dm = TranslationDataModule(*splits, max_tokens=None, max_sentences=64, seed=seed, **vocabulary)
     dm.setup("fit")
     return dm
 
@@ -127,7 +140,7 @@ def peak_rss_mb() -> float:
 SEARCH = dict(beam_size=5, max_length=51, length_penalty="gnmt", alpha=1.0, batch_size=64)
 
 
-def bleu_tok(model: Seq2Seq, dm: TranslationDataModule, precision: str = "32",
+def test_figures(model: Seq2Seq, dm: TranslationDataModule, precision: str = "32",
              stopping: str = "exact") -> dict[str, float]:
     """Beam-5 translations of test2016: BLEU on lowercased tokens (the peers' metric),
     standard sacreBLEU (13a) of the detokenized output against the raw references
@@ -138,28 +151,35 @@ def bleu_tok(model: Seq2Seq, dm: TranslationDataModule, precision: str = "32",
     t0 = time.perf_counter()
     hyps = model.translate([ex.src for ex in test], precision=precision, stopping=stopping, **SEARCH)
     seconds = time.perf_counter() - t0
-    outputs = [" ".join(h[0].tokens).lower() for h in hyps]
-    refs = [" ".join(ex.tgt).lower() for ex in test]
-    detok = get_tokenizer("nltk:treebank").detokenize
-    cased = dm.src_tokenizer.cased
+    if isinstance(dm.tgt_tokenizer, PeerTokenizer):
+        cased = dm.tgt_tokenizer.cased
+        texts = [get_tokenizer("nltk:treebank").detokenize(h[0].tokens) for h in hyps]
+        outputs = [" ".join(h[0].tokens).lower() for h in hyps]
+        refs = [" ".join(ex.tgt).lower() for ex in test]
+    else:  # subword pieces: SentencePiece's text, split the peers' way for their metric
+        cased, peers = True, PeerTokenizer()
+        texts = [h[0].text for h in hyps]
+        outputs = [" ".join(peers.tokenize(t)) for t in texts]
+        refs = [" ".join(peers.tokenize(ex.tgt_text)) for ex in test]
     return {
-        "bleu_tok": sacrebleu.corpus_bleu(outputs, [refs], tokenize="none").score,
         "bleu_detok" if cased else "bleu_detok_lc": sacrebleu.corpus_bleu(
-            [detok(h[0].tokens) for h in hyps], [[ex.tgt_text for ex in test]], lowercase=not cased).score,
+            texts, [[ex.tgt_text for ex in test]], lowercase=not cased).score,
+        "bleu_tok": sacrebleu.corpus_bleu(outputs, [refs], tokenize="none").score,
+        "unk_outputs": sum(h[0].tokens.count("<unk>") for h in hyps),
         "decode_sents_per_s": len(test) / seconds,
         "mean_hyp_len": sum(len(h[0].tokens) for h in hyps) / len(hyps),
     }
 
 
 def decode_figures(model: Seq2Seq, dm: TranslationDataModule) -> dict[str, float]:
-    """:func:`bleu_tok` in float32, then with bfloat16 matrix products (``*_bf16``:
+    """:func:`test_figures` in float32, then with bfloat16 matrix products (``*_bf16``:
     ``translate(precision="bf16")``), each with exact, heuristic and first stopping
     (``*_heuristic``, ``*_first``; see :func:`seqlearn.search.beam_search`)."""
     out = {}
     for precision in ("32", "bf16"):
         for stopping in ("exact", "heuristic", "first"):
             suffix = ("" if precision == "32" else "_bf16") + ("" if stopping == "exact" else f"_{stopping}")
-            figures = bleu_tok(model, dm, precision=precision, stopping=stopping)
+            figures = test_figures(model, dm, precision=precision, stopping=stopping)
             out.update({k + suffix: round(v, 2) for k, v in figures.items()})
     return out
 
@@ -209,6 +229,8 @@ def main() -> None:
     ap.add_argument("--label-smoothing", type=float, default=0.0)
     ap.add_argument("--dropout", type=float, default=0.2)
     ap.add_argument("--cased", action="store_true", help="keep the case (BLEU on tokens is still lowercased)")
+    ap.add_argument("--subwords", choices=["bpe", "unigram"], help="a joint SentencePiece model instead of words")
+    ap.add_argument("--vocab-size", type=int, default=8000, help="with --subwords")
     ap.add_argument("--lr-scheduler", default="none", help="Seq2Seq lr_scheduler, e.g. plateau (on val_loss)")
     ap.add_argument("--precision", default="32-true")
     ap.add_argument("--ckpt", type=Path, help="decode-speed: decode with these weights instead of training an epoch")
@@ -220,12 +242,13 @@ def main() -> None:
     pl.seed_everything(0, verbose=False)
     result = {"bench": f"seq2seq_multi30k_{args.mode}", "variant": args.variant, "threads": torch.get_num_threads(),
               "psi_before": psi()}
-    dm = data_module(args.data, cased=args.cased)
+    dm = data_module(args.data, cased=args.cased, subwords=args.subwords, vocab_size=args.vocab_size)
     model = build_model(dm, args.variant, label_smoothing=args.label_smoothing, dropout=args.dropout,
                         lr_scheduler=args.lr_scheduler, lr_patience=0, val_bleu=args.select == "val_bleu")
     result["options"] = {"label_smoothing": args.label_smoothing, "dropout": args.dropout,
                          "lr_scheduler": args.lr_scheduler, "precision": args.precision,
-                         "cased": args.cased, "select": args.select}
+                         "cased": args.cased or bool(args.subwords), "select": args.select,
+                         "subwords": args.subwords, "vocab_size": len(dm.tgt_vocab)}
     result["parameters"] = sum(p.numel() for p in model.parameters())
     clock = StepClock()
     if args.mode == "train-speed":
