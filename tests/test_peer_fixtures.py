@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
+import gzip
 import hashlib
 import json
 import math
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -29,7 +32,22 @@ RUNS = [(n, run) for n in sorted(MODELS) for run in MODELS[n]["outputs"]]
 # The one global OpenNMT-py 3.x checkpoints pickle beyond what weights_only accepts (FORMATS.md).
 ONMT_SAFE_GLOBALS = [argparse.Namespace]
 N = MANIFEST["n_sentences"]
-SOURCES = (FIXTURES / MANIFEST["source"]["path"]).read_text(encoding="utf-8").split("\n")
+MULTI30K = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
+PEER_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+@functools.lru_cache
+def derived(lang: str) -> str:
+    """The fixtures' inputs: the first N lines of Multi30k test2016, lowercased and split as
+    the peers' prep_multi30k.py does; derived from ../shared/data, never copied here."""
+    with gzip.open(MULTI30K / f"test2016.{lang}.gz", "rt", encoding="utf-8") as f:
+        return "".join(" ".join(PEER_TOKEN.findall(line.strip().lower())) + "\n" for _, line in zip(range(N), f))
+
+
+@pytest.fixture
+def sources(shared_data) -> list[str]:
+    """The source sentences the tools translated (the test is skipped without ../shared/data)."""
+    return derived("de").split("\n")
 
 
 def lines(rel: str) -> list[str]:
@@ -51,14 +69,19 @@ def load_onmt(name: str) -> dict:
 
 
 def test_every_listed_file_is_there_unchanged():
-    entries = [MANIFEST["source"], MANIFEST["reference"]] + [f for m in MODELS.values() for f in m["files"]]
-    for entry in entries:
+    for entry in [f for m in MODELS.values() for f in m["files"]]:
         data = (FIXTURES / entry["path"]).read_bytes()
         assert (len(data), hashlib.sha256(data).hexdigest()) == (entry["bytes"], entry["sha256"]), entry["path"]
-    assert len(SOURCES) == N + 1 and SOURCES[-1] == "" and all(SOURCES[:-1])
     for m in MODELS.values():
         listed = {f["path"] for f in m["files"]}
         assert {m["checkpoint"], *(p for out in m["outputs"].values() for p in out.values())} <= listed
+
+
+def test_the_derived_sources_are_the_ones_the_tools_translated(sources):
+    for lang, entry in (("de", MANIFEST["source"]), ("en", MANIFEST["reference"])):
+        data = derived(lang).encode("utf-8")
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (entry["bytes"], entry["sha256"]), lang
+    assert len(sources) == N + 1 and sources[-1] == "" and all(sources[:-1])
 
 
 def test_models_cover_every_option_value_of_issue_16():
@@ -203,11 +226,11 @@ def test_joey_runs_used_the_tool_defaults_but_batch_size_and_max_length(name):
 
 
 @pytest.mark.parametrize("name,run", [r for r in RUNS if r[0] in ONMT])
-def test_onmt_outputs_have_one_line_per_source_within_the_length_cap(name, run):
+def test_onmt_outputs_have_one_line_per_source_within_the_length_cap(name, run, sources):
     out, s = MODELS[name]["outputs"][run], settings(name, run)
     hyps, scores = lines(out["tokens"]), [float(x) for x in lines(out["scores"])]
     assert len(hyps) == len(scores) == N
-    for src, hyp, score in zip(SOURCES, hyps, scores):
+    for src, hyp, score in zip(sources, hyps, scores):
         cap = int(min(s["max_length"], len(src.split(" ")) * s["max_length_ratio"] + 5))
         assert len(hyp.split()) <= cap and hyp == hyp.strip()
         assert math.isfinite(score) and score <= 0
@@ -216,12 +239,12 @@ def test_onmt_outputs_have_one_line_per_source_within_the_length_cap(name, run):
 
 
 @pytest.mark.parametrize("name,run", [r for r in RUNS if r[0] in JOEY])
-def test_joey_outputs_have_one_line_per_source_within_the_length_cap(name, run):
+def test_joey_outputs_have_one_line_per_source_within_the_length_cap(name, run, sources):
     out, s = MODELS[name]["outputs"][run], settings(name, run)
     hyps, tokens, scores = (lines(out[k]) for k in ("hyp", "tokens", "scores"))
     assert len(hyps) == len(tokens) == len(scores) == N
     at_cap = 0
-    for src, hyp, toks, score in zip(SOURCES, hyps, map(ast.literal_eval, tokens), map(ast.literal_eval, scores)):
+    for src, hyp, toks, score in zip(sources, hyps, map(ast.literal_eval, tokens), map(ast.literal_eval, scores)):
         cap = s["max_output_length"] if s["max_output_length"] > 0 else int((len(src.split(" ")) + 1) * 1.5)
         assert toks.count("</s>") <= 1 and (toks[-1] == "</s>" or len(toks) == cap) and len(toks) <= cap
         at_cap += toks[-1] != "</s>"
