@@ -114,9 +114,9 @@ def _tokenizer_name(tokenizer: Any, side: str) -> str:
     """The registry name a checkpoint stores for a tokenizer."""
     if isinstance(tokenizer, str):
         return tokenizer
-    if isinstance(tokenizer, SentencePieceTokenizer) and registry.provenance(tokenizer) is None:
-        return "sentencepiece"  # built from bytes, which the checkpoint carries beside the name
     prov = registry.provenance(tokenizer)
+    if prov is None and isinstance(tokenizer, SentencePieceTokenizer):
+        return "sentencepiece"  # built from bytes, which the checkpoint carries beside the name
     if prov is None:
         raise ConfigError(
             f"{side}_tokenizer must be a registered tokenizer name (or built by the registry), so that a "
