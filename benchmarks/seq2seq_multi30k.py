@@ -236,19 +236,23 @@ def main() -> None:
     ap.add_argument("--ckpt", type=Path, help="decode-speed: decode with these weights instead of training an epoch")
     ap.add_argument("--select", choices=["val_loss", "val_bleu"], default="val_loss",
                     help="timed-bleu: the epoch that translates test2016 has the best of this (val_bleu: greedy)")
+    ap.add_argument("--seed", type=int, default=0, help="weights, dropout and batch order")
+    ap.add_argument("--keep-last", type=int, default=0,
+                    help="timed-bleu: also keep the last K epochs' weights (for checkpoint averaging)")
+    ap.add_argument("--out", type=Path, help="timed-bleu: folder for the checkpoints (default: a temporary one)")
     args = ap.parse_args()
     if not args.data.is_dir():
         ap.error(f"{args.data} not found: pass --data path/to/multi30k")
-    pl.seed_everything(0, verbose=False)
+    pl.seed_everything(args.seed, verbose=False)
     result = {"bench": f"seq2seq_multi30k_{args.mode}", "variant": args.variant, "threads": torch.get_num_threads(),
               "psi_before": psi()}
-    dm = data_module(args.data, cased=args.cased, subwords=args.subwords, vocab_size=args.vocab_size)
+    dm = data_module(args.data, seed=args.seed, cased=args.cased, subwords=args.subwords, vocab_size=args.vocab_size)
     model = build_model(dm, args.variant, label_smoothing=args.label_smoothing, dropout=args.dropout,
                         lr_scheduler=args.lr_scheduler, lr_patience=0, val_bleu=args.select == "val_bleu")
     result["options"] = {"label_smoothing": args.label_smoothing, "dropout": args.dropout,
                          "lr_scheduler": args.lr_scheduler, "precision": args.precision,
                          "cased": args.cased or bool(args.subwords), "select": args.select,
-                         "subwords": args.subwords, "vocab_size": len(dm.tgt_vocab)}
+                         "subwords": args.subwords, "vocab_size": len(dm.tgt_vocab), "seed": args.seed}
     result["parameters"] = sum(p.numel() for p in model.parameters())
     clock = StepClock()
     if args.mode == "train-speed":
@@ -266,14 +270,18 @@ def main() -> None:
         result.update(matmul_floor(model, dm))
     else:
         # validation after every epoch; the best epoch's weights translate the test set
-        best = ModelCheckpoint(dirpath=tempfile.mkdtemp(), monitor=args.select, mode="min" if args.select == "val_loss"
-                               else "max", save_top_k=1, save_weights_only=True)
+        folder = args.out or Path(tempfile.mkdtemp())
+        best = ModelCheckpoint(dirpath=folder, monitor=args.select, mode="min" if args.select == "val_loss"
+                               else "max", save_top_k=1, save_weights_only=True, filename="best-{epoch}")
+        last = [ModelCheckpoint(dirpath=folder, monitor="epoch", mode="max", save_top_k=args.keep_last,
+                                save_weights_only=True, filename="last-{epoch}")] if args.keep_last else []
         budget = args.minutes * 60 - (time.time() - START)
-        trainer(max_time={"seconds": budget}, max_epochs=-1, callbacks=[clock, best], precision=args.precision,
+        trainer(max_time={"seconds": budget}, max_epochs=-1, callbacks=[clock, best, *last], precision=args.precision,
                 enable_checkpointing=True, limit_val_batches=None).fit(model, dm)
         model.load_state_dict(torch.load(best.best_model_path, weights_only=True)["state_dict"])
         result.update({f"best_epoch_{args.select}": round(float(best.best_model_score), 4),
-                       "best_checkpoint": best.best_model_path})
+                       "best_checkpoint": best.best_model_path,
+                       "last_checkpoints": sorted(last[0].best_k_models) if last else []})
         result.update(updates=len(clock.times),
                       train_tokens_per_s=round(sum(clock.tokens) / (clock.times[-1] - clock.times[0]), 1))
         result.update(decode_figures(model, dm))
