@@ -104,6 +104,8 @@ def build_model(dm: TranslationDataModule, variant: str, **overrides) -> Seq2Seq
         encoder_layers=1, dropout=0.2, bridge=False, optimizer="adam", lr=1e-3, val_bleu=False,
     )  # fmt: skip
     options.update(VARIANTS[variant])
+    if not isinstance(dm.src_tokenizer, PeerTokenizer):  # subwords: the model reads and writes text with them
+        options.update(src_tokenizer=dm.src_tokenizer, tgt_tokenizer=dm.tgt_tokenizer)
     options.update(overrides)
     return Seq2Seq(dm.src_vocab, dm.tgt_vocab, **options)
 
