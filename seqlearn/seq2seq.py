@@ -304,6 +304,21 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
         name = self.hparams[f"{side}_tokenizer"]
         return get_tokenizer(name) if proto is None else tokenizer_from_model(proto)
 
+    def on_fit_start(self) -> None:
+        """Warn when the data module cuts SentencePiece pieces the model's own tokenizers do
+        not know: validation BLEU and ``translate`` of raw text would then read and write
+        text with other tokenizers than the ones the model was trained on."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        for side in ("src", "tgt"):
+            theirs = tokenizer_model(getattr(datamodule, f"{side}_tokenizer", None))
+            if theirs is not None and theirs != tokenizer_model(getattr(self, f"{side}_tokenizer")):
+                warnings.warn(
+                    f"the data module splits {side} text with a SentencePiece model, this Seq2Seq with "
+                    f"{self.hparams[f'{side}_tokenizer']!r}: pass src_tokenizer=data.src_tokenizer, "
+                    f"tgt_tokenizer=data.tgt_tokenizer to Seq2Seq, or val_bleu and translate() of text are wrong",
+                    stacklevel=2,
+                )
+
     def registered_components(self) -> dict[str, Any]:
         """The registry-built components whose provenance checkpoints record (see
         :class:`~seqlearn.training.TrainingModule`)."""

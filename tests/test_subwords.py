@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 import pytorch_lightning as pl
@@ -376,3 +377,21 @@ def test_validation_bleu_is_standard_sacrebleu_with_the_piece_bleu_beside_it(sub
     assert metrics["val_bleu_tok"] == pytest.approx(
         sacrebleu.corpus_bleu([" ".join(h.tokens) for h in hyps], [pieces], tokenize="none").score)
     assert metrics["val_bleu"] != metrics["val_bleu_tok"]
+
+
+def test_training_on_pieces_with_other_tokenizers_in_the_model_warns_at_fit_start(tokenizer):
+    # the mistake a Multi30k benchmark run made: pieces trained fine, but val_bleu and translate()
+    # detokenized them with the model's default whitespace tokenizer (BLEU near 0)
+    vocab = Vocab.from_sentencepiece(tokenizer)
+    dm = TranslationDataModule(PAIRS, src_tokenizer=tokenizer, tgt_tokenizer=tokenizer, src_vocab=vocab,
+                               tgt_vocab=vocab, max_sentences=16)
+
+    def fit(**tokenizers):
+        model = Seq2Seq(vocab, vocab, embedding_dim=8, hidden_size=8, val_bleu=False, **tokenizers)
+        cpu_trainer(max_steps=1, limit_val_batches=0).fit(model, dm)
+
+    with pytest.warns(UserWarning, match=r"splits src text with a SentencePiece model.*'whitespace'"):
+        fit()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*SentencePiece model, this Seq2Seq")
+        fit(src_tokenizer=tokenizer, tgt_tokenizer=tokenizer)
