@@ -144,3 +144,25 @@ def test_loading_needs_the_namespace_allowlist_only():
     with pytest.raises(pickle.UnpicklingError, match="argparse.Namespace"):
         torch.load(checkpoint(ONMT[0]), weights_only=True)
     assert isinstance(load_checkpoint(checkpoint(ONMT[0]))["opt"], argparse.Namespace)
+
+
+def test_cli_convert_writes_a_model_folder_that_translates_the_same(tmp_path):
+    from seqlearn.cli import main
+
+    if not hasattr(Seq2Seq, "save_pretrained"):
+        pytest.skip("Seq2Seq.save_pretrained (model folders) is not in this branch")
+    name = ONMT[2]
+    assert main(["convert", "--from", "opennmt-py", str(checkpoint(name)), str(tmp_path / "out")]) == 0
+    folder_model = Seq2Seq.from_pretrained(tmp_path / "out")
+    src = [["ein", "mann", "läuft", "."], ["zwei", "hunde", "spielen", "im", "schnee", "."]]
+    expected = convert("opennmt-py", checkpoint(name)).translate(src)
+    assert [(h[0].tokens, h[0].score) for h in folder_model.translate(src)] == [(h[0].tokens, h[0].score)
+                                                                                 for h in expected]
+
+
+def test_cli_convert_names_a_bad_input(tmp_path, capsys):
+    from seqlearn.cli import main
+
+    assert main(["convert", "--from", "opennmt-py", str(tmp_path / "none.pt"), str(tmp_path / "out")]) == 2
+    assert "none.pt: no such OpenNMT-py checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
