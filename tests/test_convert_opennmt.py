@@ -166,3 +166,22 @@ def test_cli_convert_names_a_bad_input(tmp_path, capsys):
     assert main(["convert", "--from", "opennmt-py", str(tmp_path / "none.pt"), str(tmp_path / "out")]) == 2
     assert "none.pt: no such OpenNMT-py checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_training_batches_lose_their_source_eos_for_a_model_that_reads_none():
+    """Data modules end every source with </s>; an OpenNMT-py model reads sources without
+    it, so its training loss is the NLL that scoring the same pairs gives."""
+    from seqlearn.batching import TranslationBatch, pad
+
+    model = convert("opennmt-py", checkpoint(ONMT[3]))
+    src = [["ein", "mann", "."], ["zwei", "hunde", "spielen", "im", "schnee", "."]]
+    tgt = [["a", "man", "."], ["two", "dogs", "play", "."]]
+    batch = TranslationBatch(
+        pad([model.src_vocab.encode(s, add_eos=True) for s in src], model.src_vocab.pad_index),
+        pad([model.tgt_vocab.encode(t, add_bos=True, add_eos=True) for t in tgt], model.tgt_vocab.pad_index),
+        torch.arange(2))
+    assert model.batch_source(batch).lengths.tolist() == [3, 6]
+    with torch.no_grad():
+        _, nll, n = model.batch_loss(batch)
+    assert n.item() == 9
+    assert nll.item() == pytest.approx(-model.score(src, tgt).sum().item(), abs=1e-4)
