@@ -111,7 +111,9 @@ class TranslationMethods:
         if unknown:
             raise ConfigError(f"unknown search settings {unknown}; known: {', '.join(SEARCH_SETTINGS)}")
         defaults = {**SEARCH_SETTINGS, **(self.hparams.get("search_defaults") or {})}
-        return {k: given[k] if given.get(k, NOT_GIVEN) is not NOT_GIVEN else v for k, v in defaults.items()}
+        settings = {k: given[k] if given.get(k, NOT_GIVEN) is not NOT_GIVEN else v for k, v in defaults.items()}
+        check_search_defaults(settings, "search settings")
+        return settings
 
     def _search(self, src: Padded, strategy: Callable[..., list[list[Hypothesis]]], max_length: int | None = None,
                 precision: str = "32", **options: Any) -> list[list[Hypothesis]]:

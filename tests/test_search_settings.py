@@ -4,7 +4,9 @@ start token, the sentence stops when its best extension ends) against a plain-Py
 re-implementation of its rules, and the max-length rules against hand-computed limits."""
 from __future__ import annotations
 
+import io
 import math
+import sys
 
 import pytest
 import torch
@@ -128,7 +130,7 @@ def test_search_defaults_are_used_for_the_settings_the_caller_does_not_pass():
     assert plain.search_settings() == SEARCH_SETTINGS
 
 
-def test_search_defaults_survive_a_checkpoint(tmp_path):
+def test_search_defaults_survive_a_checkpoint(tmp_path, monkeypatch, capsys):
     import pytorch_lightning as pl
 
     model = tiny(search_defaults=ONMT)
@@ -139,6 +141,19 @@ def test_search_defaults_survive_a_checkpoint(tmp_path):
     loaded = Seq2Seq.load_from_checkpoint(tmp_path / "m.ckpt")
     assert loaded.search_settings()["stopping"] == "first"
     assert keys(loaded.eval().translate(SOURCES, beam_size=3)) == keys(model.translate(SOURCES, beam_size=3))
+    # seqlearn translate passes only the settings given: the model's own apply to the rest
+    from seqlearn.cli import main
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(" ".join(s) + "\n" for s in SOURCES)))
+    assert main(["translate", "--ckpt", str(tmp_path / "m.ckpt"), "--beam-size", "3", "--n-best", "2",
+                 "--tokens"]) == 0
+
+    def nbest(results):
+        return [f"{i} ||| {' '.join(h.tokens)} ||| {h.score:.6f}" for i, hyps in enumerate(results) for h in hyps]
+
+    expected = nbest(model.translate(SOURCES, beam_size=3, n_best=2))
+    assert capsys.readouterr().out.splitlines() == expected
+    assert expected != nbest(tiny().translate(SOURCES, beam_size=3, n_best=2))
 
 
 def test_unknown_search_settings_are_refused():
