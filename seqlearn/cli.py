@@ -15,6 +15,9 @@
                                 bundled: conll2003_ner, ud_ewt_upos)
     seqlearn translate --ckpt M.ckpt [--beam-size 5 --n-best 1 ...] < in.txt > out.txt
                                 translate one sentence per line with a trained Seq2Seq
+    seqlearn convert --from opennmt-py|joeynmt IN OUT_FOLDER
+                                convert another tool's translation model (an OpenNMT-py
+                                checkpoint, a JoeyNMT model folder) into a seqlearn model folder
 """
 from __future__ import annotations
 
@@ -66,12 +69,22 @@ def _translate(args: argparse.Namespace) -> int:
     from .seq2seq_cli import translate_lines
 
     model = Seq2Seq.load_from_checkpoint(args.ckpt, map_location=args.device)
+    # a search setting not given on the command line is the model's own (its search_defaults)
+    given = {k: v for k in ("max_length", "min_length", "length_penalty", "alpha", "block_ngram_repeat",
+                            "coverage_penalty", "stopping") if (v := getattr(args, k)) is not None}
     translate_lines(
         model, sys.stdin, sys.stdout, n_best=args.n_best, detokenize=not args.tokens, beam_size=args.beam_size,
-        max_length=args.max_length, min_length=args.min_length, length_penalty=args.length_penalty,
-        alpha=args.alpha, block_ngram_repeat=args.block_ngram_repeat, coverage_penalty=args.coverage_penalty,
-        batch_size=args.batch_size, precision=args.precision, stopping=args.stopping,
+        batch_size=args.batch_size, precision=args.precision, **given,
     )
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .convert import convert
+
+    model = convert(args.tool, args.input)
+    model.save_pretrained(args.out)
+    print(f"{args.out}: {args.tool} model {args.input} converted")
     return 0
 
 
@@ -92,17 +105,20 @@ def _add_seq2seq_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beam-size", type=int, default=5, help="beam width; 1 is greedy search (default 5)")
     p.add_argument("--n-best", type=int, default=1, help="hypotheses per sentence, at most the beam size (default 1)")
     p.add_argument("--max-length", type=int, default=None,
-                   help="decoding steps, </s> included (default: 100, or twice the longest input + 10 if more)")
-    p.add_argument("--min-length", type=int, default=0, help="tokens before </s> is allowed (default 0)")
+                   help="decoding steps, </s> included (default: the model's rule, else 100, or twice the longest "
+                   "input + 10 if more)")
+    p.add_argument("--min-length", type=int, default=None, help="tokens before </s> is allowed (default 0)")
     p.add_argument("--length-penalty", choices=["gnmt", "average"], default=None,
-                   help="divide scores by ((5+|y|)/6)^alpha (gnmt) or |y|^alpha (average); default none")
-    p.add_argument("--alpha", type=float, default=1.0, help="exponent of the length penalty (default 1.0)")
-    p.add_argument("--block-ngram-repeat", type=int, default=0, help="forbid repeating n-grams of this size (default off)")
-    p.add_argument("--coverage-penalty", type=float, default=0.0, help="GNMT coverage penalty beta (default off)")
-    p.add_argument("--stopping", choices=["exact", "heuristic", "first"], default="exact",
+                   help="divide scores by ((5+|y|)/6)^alpha (gnmt) or |y|^alpha (average); default: the model's, "
+                   "else none")
+    p.add_argument("--alpha", type=float, default=None, help="exponent of the length penalty (default 1.0)")
+    p.add_argument("--block-ngram-repeat", type=int, default=None,
+                   help="forbid repeating n-grams of this size (default off)")
+    p.add_argument("--coverage-penalty", type=float, default=None, help="GNMT coverage penalty beta (default off)")
+    p.add_argument("--stopping", choices=["exact", "heuristic", "first"], default=None,
                    help="when a sentence's beam search ends: exact (once no live beam can win at any length), "
                    "heuristic (once none can win at its next length) or first (once its best extension ends, as "
-                   "OpenNMT-py does); the last two take fewer steps; default exact")
+                   "OpenNMT-py does); the last two take fewer steps; default: the model's, else exact")
     p.add_argument("--batch-size", type=int, default=64, help="sentences decoded at once (default 64)")
     p.add_argument("--precision", choices=["32", "bf16", "16"], default="32",
                    help="bf16: matrix products in bfloat16, scores in float32 (faster on AVX512-BF16 CPUs and "
@@ -110,6 +126,18 @@ def _add_seq2seq_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", action="store_true", help="write tokens joined by spaces instead of detokenized text")
     p.add_argument("--device", default="cpu", help="torch device to run on (default cpu)")
     p.set_defaults(func=_translate)
+    p = sub.add_parser(
+        "convert",
+        help="convert an OpenNMT-py or JoeyNMT translation model into a seqlearn model folder",
+        description="Read another tool's RNN translation model without running any of its code and write it as a "
+        "seqlearn model folder (config.json, model.safetensors, vocabularies); the folder translates as the tool "
+        "does, with the tool's length penalty, stopping and max-length rules as its defaults.",
+    )
+    p.add_argument("--from", dest="tool", required=True, choices=["opennmt-py", "joeynmt"],
+                   help="the tool that saved IN")
+    p.add_argument("input", metavar="IN", help="OpenNMT-py 3.x checkpoint (.pt) or JoeyNMT 2.x model folder")
+    p.add_argument("out", metavar="OUT_FOLDER", help="the seqlearn model folder to write (created if missing)")
+    p.set_defaults(func=_convert)
 
 
 def _tag(args: argparse.Namespace) -> int:

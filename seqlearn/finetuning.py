@@ -100,8 +100,10 @@ class FineTuningMethods:
         self.hparams.src_vocab, self.hparams.tgt_vocab = self.src_vocab.to_dict(), self.tgt_vocab.to_dict()
         h = self.hparams
         device = self.generator.weight.device
-        self.src_embedding = nn.Embedding(len(self.src_vocab), h.embedding_dim, padding_idx=self.src_vocab.pad_index)
-        self.tgt_embedding = nn.Embedding(len(self.tgt_vocab), h.embedding_dim, padding_idx=self.tgt_vocab.pad_index)
+        self.src_embedding = nn.Embedding(len(self.src_vocab), self.src_embedding.embedding_dim,
+                                          padding_idx=self.src_vocab.pad_index)
+        self.tgt_embedding = nn.Embedding(len(self.tgt_vocab), self.tgt_embedding.embedding_dim,
+                                          padding_idx=self.tgt_vocab.pad_index)
         self.generator = nn.Linear(self.generator.in_features, len(self.tgt_vocab))
         self._reset_embeddings()
         if h.tie_embeddings:

@@ -51,13 +51,15 @@ from .search import Hypothesis
 from .subwords import SentencePieceTokenizer, tokenizer_from_model, tokenizer_model
 from .tokenizers import get_tokenizer
 from .training import BatchResult, TrainingModule, check_nonfinite_policy
-from .translation import SEARCH_PRECISIONS, TranslationMethods, default_max_length
+from .translation import SEARCH_PRECISIONS, TranslationMethods, check_search_defaults, default_max_length
 from .vocab import Vocab
 
 __all__ = ["Seq2Seq", "TeacherForcing", "Hypothesis", "label_smoothed_nll", "default_max_length", "SEARCH_PRECISIONS",
            "tokenizer_hparams"]
 
 FREEZABLE = ("encoder", "decoder", "embeddings", "src_embedding", "tgt_embedding")
+#: when ``<pad>`` and ``<s>`` are kept from being predicted (``mask_specials``)
+MASK_SPECIALS = ("before_softmax", "after_softmax", "none")
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,18 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
     ``tanh(W s + b)``, or copied); ``tie_embeddings`` (target embeddings = output layer,
     the decoder output then has ``embedding_dim`` units); ``cell_options``,
     ``attention_options`` and ``decoder_options`` (e.g. ``{"input_feeding": False}`` for the
-    fused Luong path) are passed to the components.
+    fused Luong path) are passed to the components.  ``tgt_embedding_dim``: the target
+    embeddings' size when it differs from the source's ``embedding_dim``.
+
+    Models converted from other tools (:mod:`seqlearn.convert`) keep those tools' conventions:
+    ``src_eos`` (append ``</s>`` to every source; OpenNMT-py does not); ``mask_specials``,
+    how ``<pad>`` and ``<s>`` are kept from being predicted: ``"before_softmax"`` (their
+    logits are ``-inf``: left out of the softmax, in training too), ``"after_softmax"`` (the
+    softmax covers the whole vocabulary, search then forbids them; JoeyNMT) or ``"none"``
+    (they can be predicted; OpenNMT-py); ``search_defaults``, the model's own default search
+    settings (length penalty, stopping rule, max-length rule...; see
+    :data:`seqlearn.translation.SEARCH_SETTINGS`), which :meth:`translate` uses for the
+    settings its caller does not pass.
 
     Training: ``label_smoothing``; ``teacher_forcing`` (probability of feeding the gold token,
     decided per token) or ``scheduled_sampling`` with ``sampling_k``, ``sampling_c``,
@@ -209,6 +222,10 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
         val_bleu: bool = True,
         on_nonfinite: str = "stop",
         tokenizer_models: dict[str, Any] | None = None,
+        tgt_embedding_dim: int | None = None,
+        src_eos: bool = True,
+        mask_specials: str = "before_softmax",
+        search_defaults: dict[str, Any] | None = None,
     ):
         super().__init__()
         src, tgt = Vocab.coerce(src_vocab, "src_vocab"), Vocab.coerce(tgt_vocab, "tgt_vocab")
@@ -227,6 +244,11 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
                  "decoder_layers": decoder_layers}
         if encoder_hidden_size is not None:
             sizes["encoder_hidden_size"] = encoder_hidden_size
+        if tgt_embedding_dim is not None:
+            sizes["tgt_embedding_dim"] = tgt_embedding_dim
+        if mask_specials not in MASK_SPECIALS:
+            raise ConfigError(f"Seq2Seq: mask_specials must be one of {', '.join(MASK_SPECIALS)}; got {mask_specials!r}")
+        check_search_defaults(search_defaults)
         check_hyperparameters("Seq2Seq", positive=sizes, fraction={"dropout": dropout})
         check_nonfinite_policy(on_nonfinite)
         self.teacher_forcing = TeacherForcing(scheduled_sampling, teacher_forcing, sampling_k, sampling_c, sampling_min)
@@ -239,15 +261,16 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
 
         if encoder_hidden_size is None:
             encoder_hidden_size = hidden_size // 2 if bidirectional else hidden_size
+        tgt_dim = tgt_embedding_dim or embedding_dim
         self.src_embedding = nn.Embedding(len(src), embedding_dim, padding_idx=src.pad_index)
-        self.tgt_embedding = nn.Embedding(len(tgt), embedding_dim, padding_idx=tgt.pad_index)
+        self.tgt_embedding = nn.Embedding(len(tgt), tgt_dim, padding_idx=tgt.pad_index)
         self.encoder = RNNEncoder(
             embedding_dim, encoder_hidden_size, cell, encoder_layers, bidirectional, dropout, cell_options
         )
-        output_size = embedding_dim if tie_embeddings else hidden_size
+        output_size = tgt_dim if tie_embeddings else hidden_size
         self.decoder = registry.decoders.build(
             decoder,
-            embedding_dim=embedding_dim,
+            embedding_dim=tgt_dim,
             hidden_size=hidden_size,
             memory_size=self.encoder.output_size,
             encoder_state_size=self.encoder.output_size,
@@ -263,7 +286,11 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
         )
         self.generator = nn.Linear(output_size, len(tgt))
         # <pad> and <s> are never a next token: masking them keeps search from emitting them
-        self.register_buffer("_never_next", torch.tensor([tgt.pad_index, tgt.bos_index]), persistent=False)
+        specials = torch.tensor([tgt.pad_index, tgt.bos_index])
+        self.register_buffer("_never_next", specials if mask_specials == "before_softmax" else specials[:0],
+                             persistent=False)
+        self.register_buffer("_banned_in_search", specials if mask_specials == "after_softmax" else specials[:0],
+                             persistent=False)
         self.dropout = nn.Dropout(dropout)
         self._reset_embeddings()
         if tie_embeddings:
@@ -348,7 +375,10 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
         ``prev_tokens`` ``(N,)``, the new state and the attention ``(N, src_len)`` (None for
         ``plain``)."""
         out, state, attn = self.decoder.step(self.dropout(self.tgt_embedding(prev_tokens)), state)
-        return torch.log_softmax(self._logits(out), -1, dtype=torch.float32), state, attn
+        log_probs = torch.log_softmax(self._logits(out), -1, dtype=torch.float32)
+        if self._banned_in_search.numel():  # mask_specials="after_softmax"
+            log_probs = log_probs.index_fill(-1, self._banned_in_search, float("-inf"))
+        return log_probs, state, attn
 
     def step(
         self, prev_tokens: torch.Tensor, state: dict[str, torch.Tensor]
@@ -359,7 +389,7 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
 
     def _logits(self, out: torch.Tensor) -> torch.Tensor:
         """Next-token logits ``(..., V)`` from decoder outputs ``(..., out)``; ``-inf`` for
-        ``<pad>`` and ``<s>``."""
+        ``<pad>`` and ``<s>`` (unless ``mask_specials`` says otherwise)."""
         return self.generator(self.dropout(out)).index_fill_(-1, self._never_next, float("-inf"))
 
     def forward(self, src: Padded, tgt_in: torch.Tensor, gold_probability: float = 1.0) -> torch.Tensor:
@@ -396,12 +426,21 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
         training, 1 otherwise (validation and inference never sample)."""
         return self.teacher_forcing(self.global_step) if self.training else 1.0
 
+    def batch_source(self, batch: TranslationBatch) -> Padded:
+        """The sources of a data module's batch as the model reads them: without their
+        ``</s>`` when the model was converted from a tool that appends none (``src_eos``)."""
+        src = batch.src
+        if self.hparams.src_eos:
+            return src
+        last = torch.arange(src.ids.size(1), device=src.ids.device) == (src.lengths - 1).to(src.ids.device)[:, None]
+        return Padded(src.ids.masked_fill(last, self.src_vocab.pad_index), src.lengths - 1)
+
     def batch_loss(self, batch: TranslationBatch, gold_probability: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean label-smoothed loss per target token, summed NLL and the number of target
         tokens (``</s>`` included, padding excluded)."""
         tgt_in, gold = batch.tgt.ids[:, :-1], batch.tgt.ids[:, 1:]
         mask = gold != self.tgt_vocab.pad_index
-        outputs = self._decoder_outputs(batch.src, tgt_in, gold_probability)
+        outputs = self._decoder_outputs(self.batch_source(batch), tgt_in, gold_probability)
         smoothing = self.hparams.label_smoothing
         if gold_probability >= 1.0:  # the output layer only where it counts, fused with the loss
             loss_sum, nll_sum = linear_label_smoothed_nll(
@@ -424,7 +463,7 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
             self.log("gold_probability", p, on_step=True, on_epoch=False)
         outputs: list[tuple[str, str, str, str]] = []
         if split == "val" and self.hparams.val_bleu:
-            hyps = [self._strings(h[0].tokens) for h in self._search(batch.src, search.greedy_search)]
+            hyps = [self._strings(h[0].tokens) for h in self._search(self.batch_source(batch), search.greedy_search)]
             ref_texts, ref_tokens = self._references(batch)
             detok = self.tgt_tokenizer.detokenize
             outputs = [(detok(h), r, " ".join(h), " ".join(rt)) for h, r, rt in zip(hyps, ref_texts, ref_tokens)]
