@@ -67,6 +67,17 @@ class TranslationMethods:
                 max_length=max_length or default_max_length(int(src.lengths.max())), **options,
             )
 
+    @property
+    def _per_sentence(self) -> tuple[str, ...]:
+        """The search-state entries a sentence's beams share and no step changes (``per_sentence``
+        of :func:`~seqlearn.search.beam_search`)."""
+        return self.decoder.per_sentence
+
+    def _next_log_probs(self, src: Padded, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced log-probabilities ``(batch, tgt_len, V)`` (float32) of the token after
+        each of ``tgt_in`` ``(batch, tgt_len)`` (``<s>`` first), as :meth:`score` sums them."""
+        return torch.log_softmax(self(src, tgt_in).float(), -1)
+
     def _decode_inputs(
         self, sources: list[list[str]], batch_size: int, return_attention: bool,
         run: Callable[[Padded, int], list[list[Hypothesis]]],
@@ -139,7 +150,7 @@ class TranslationMethods:
             batch_size, return_attention,
             lambda src, longest: self._search(
                 src, search.most_probable, max_length or default_max_length(longest), precision, min_length=min_length,
-                src_mask=src.mask, per_sentence=self.decoder.per_sentence, **options,
+                src_mask=src.mask, per_sentence=self._per_sentence, **options,
             ),
         )
 
@@ -202,7 +213,7 @@ class TranslationMethods:
                     [self.tgt_vocab.encode(t, add_bos=True, add_eos=True) for t in tgt_lists[start : start + batch_size]],
                     self.tgt_vocab.pad_index,
                 ).ids.to(self.device)
-                log_probs = torch.log_softmax(self(src, tgt[:, :-1]).float(), -1)
+                log_probs = self._next_log_probs(src, tgt[:, :-1])
                 gold = tgt[:, 1:]
                 token_scores = log_probs.gather(-1, gold.unsqueeze(-1)).squeeze(-1)
                 scores.append(token_scores.masked_fill(gold == self.tgt_vocab.pad_index, 0.0).sum(1).cpu())
