@@ -48,24 +48,35 @@ TRAINING_ONLY = frozenset({
 def first_difference(a: Any, b: Any) -> str | None:
     """Where two plain values (dicts, lists, strings, numbers, bytes) first differ, said
     briefly (``"itos[5]: 'dog' vs 'cat'"``, ``"12 vs 14 items"``); None when they are equal."""
+    found = _difference(a, b)
+    if found is None:
+        return None
+    path, detail = found
+    path = path.removeprefix(".")
+    return f"{path}: {detail}" if path else detail
+
+
+def _difference(a: Any, b: Any) -> tuple[str, str] | None:
+    """``(path, detail)`` of the first difference (path like ``.itos[5]``), or None."""
     if a == b:
         return None
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         for key in [*a, *(k for k in b if k not in a)]:
+            step = f".{key}" if isinstance(key, str) else f"[{key!r}]"
             if key not in a or key not in b:
-                return f"{key!r} only in the {'second' if key in b else 'first'}"
-            inner = first_difference(a[key], b[key])
+                return step, f"only in the {'second' if key in b else 'first'}"
+            inner = _difference(a[key], b[key])
             if inner is not None:
-                return f"{key}: {inner}" if isinstance(key, str) else f"[{key!r}]: {inner}"
+                return step + inner[0], inner[1]
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         for i, (x, y) in enumerate(zip(a, b)):
-            inner = first_difference(x, y)
+            inner = _difference(x, y)
             if inner is not None:
-                return f"[{i}]{'' if inner.startswith('[') else ': '}{inner}"
-        return f"{len(a)} vs {len(b)} items"
+                return f"[{i}]{inner[0]}", inner[1]
+        return "", f"{len(a)} vs {len(b)} items"
     if isinstance(a, bytes) and isinstance(b, bytes):
-        return f"different bytes ({len(a)} and {len(b)})"
-    return f"{_short(a)} vs {_short(b)}"
+        return "", f"different bytes ({len(a)} and {len(b)})"
+    return "", f"{_short(a)} vs {_short(b)}"
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -135,9 +146,13 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], map_location: Any = 
         raise CheckpointError("nothing to average: no checkpoints given")
     names = [os.fspath(path) for path in paths]
     checkpoints = [load_checkpoint(path, "cpu") for path in paths]
-    cls = _model_class(checkpoints[0].get("hyper_parameters") if isinstance(checkpoints[0], dict) else None,
-                       names[0])
-    for name, checkpoint in zip(names, checkpoints):
+    classes = [_model_class(checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None, name)
+               for name, checkpoint in zip(names, checkpoints)]
+    cls = classes[0]
+    for name, checkpoint, other in zip(names, checkpoints, classes):
+        if other is not cls:
+            raise CheckpointError(f"{names[0]} and {name} are checkpoints of different models: a {cls.__name__} "
+                                  f"and a {other.__name__}; only checkpoints of one model can be averaged")
         check_model_checkpoint(checkpoint, cls, name)
     first = checkpoints[0]["hyper_parameters"]
     for name, checkpoint in zip(names[1:], checkpoints[1:]):
