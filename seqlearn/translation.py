@@ -38,7 +38,9 @@ def default_max_length(longest_source: int) -> int:
 
 class TranslationMethods:
     """Inference of :class:`~seqlearn.Seq2Seq` (see the module docstring); it relies on the
-    model's vocabularies, tokenizers, ``start``/``search_step`` and ``forward``."""
+    model's vocabularies, tokenizers, ``start``/``search_step`` and ``forward`` (an
+    :class:`~seqlearn.ensemble.Ensemble` supplies its own, and its own ``_source_batch``,
+    ``_per_sentence`` and ``_next_log_probs``)."""
 
     def _strings(self, ids: Iterable[int]) -> list[str]:
         itos = self.tgt_vocab.itos

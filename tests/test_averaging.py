@@ -177,3 +177,4 @@ def test_files_of_no_seqlearn_model_are_refused_by_name(tmp_path):
         average_checkpoints([a, foreign])
     with pytest.raises(CheckpointError, match="nothing to average"):
         average_checkpoints([])
+
