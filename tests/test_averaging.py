@@ -178,3 +178,16 @@ def test_files_of_no_seqlearn_model_are_refused_by_name(tmp_path):
     with pytest.raises(CheckpointError, match="nothing to average"):
         average_checkpoints([])
 
+
+def test_cli_refuses_a_pickled_payload_before_anything_runs(tmp_path, capsys):
+    from test_security import Payload, checkpoint, seq2seq
+
+    target = tmp_path / "pwned"
+    good = checkpoint(seq2seq(), tmp_path / "good.ckpt")
+    evil = checkpoint(seq2seq(), tmp_path / "evil.ckpt", callbacks={"x": Payload(target)})
+    for command in (["average", str(good), str(evil), "--out", str(tmp_path / "avg.ckpt")],
+                    ["translate", "--ckpt", str(good), str(evil)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"seqlearn {command[0]}: error: {evil}: refused") and err.count("\n") == 1
+    assert not target.exists() and not (tmp_path / "avg.ckpt").exists()
