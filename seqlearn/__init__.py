@@ -36,6 +36,7 @@ _LAZY = {
     "TranslationDataModule": "datamodules",
     "TaggingDataModule": "tagging_data",
     "Seq2Seq": "seq2seq",
+    "Ensemble": "ensemble",
     "Hypothesis": "search",
     "CRF": "crf",
     "Tagger": "tagger",

@@ -36,7 +36,7 @@ from .errors import CheckpointError, ConfigError, SeqlearnError, UnknownComponen
 from .provenance import missing_components_message
 from .renamed import loading_checkpoint
 
-__all__ = ["load_checkpoint", "check_model_checkpoint", "SafeCheckpointLoading"]
+__all__ = ["load_checkpoint", "check_model_checkpoint", "takes_hyperparameters", "SafeCheckpointLoading"]
 
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
@@ -150,6 +150,15 @@ def _diagnose(path: Any, model: type, exc: Exception) -> CheckpointError | None:
     if isinstance(exc, KeyError):  # an entry Lightning needs, such as "pytorch-lightning_version"
         return CheckpointError(f"{_name(path)}: not a Lightning checkpoint: it has no {exc} entry")
     return None
+
+
+def takes_hyperparameters(model: type, hparams: dict[str, Any]) -> bool:
+    """Whether ``model(**hparams)`` takes exactly these hyperparameters: every argument it
+    requires, and no name it does not know (keys starting with ``_`` are left to the loader,
+    which refuses them) -- how a checkpoint's model class is recognized."""
+    names = {p.name for p in list(inspect.signature(model.__init__).parameters.values())[1:]}
+    given = {k for k in hparams if not (isinstance(k, str) and k.startswith("_"))}
+    return set(_required_arguments(model)) <= given <= names
 
 
 def _required_arguments(model: type) -> list[str]:

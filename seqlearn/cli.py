@@ -15,9 +15,12 @@
                                 bundled: conll2003_ner, ud_ewt_upos)
     seqlearn translate --ckpt M.ckpt [--beam-size 5 --n-best 1 ...] < in.txt > out.txt
                                 translate one sentence per line with a trained Seq2Seq
+                                (--ckpt A.ckpt B.ckpt ...: with the ensemble of several)
     seqlearn convert --from opennmt-py|joeynmt IN OUT_FOLDER
                                 convert another tool's translation model (an OpenNMT-py
                                 checkpoint, a JoeyNMT model folder) into a seqlearn model folder
+    seqlearn average A.ckpt B.ckpt C.ckpt --out AVG.ckpt
+                                average the weights of checkpoints of one run
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import os
 import sys
 
 from . import registry
-from .errors import SeqlearnError
+from .errors import ConfigError, SeqlearnError
 from .notices import quiet_third_party_notices
 
 
@@ -63,12 +66,16 @@ def _missing_checkpoint(command: str, path: str) -> bool:
 
 
 def _translate(args: argparse.Namespace) -> int:
-    if _missing_checkpoint("translate", args.ckpt):
+    if any(_missing_checkpoint("translate", path) for path in args.ckpt):
         return 2
+    from .ensemble import Ensemble
     from .seq2seq import Seq2Seq
     from .seq2seq_cli import translate_lines
 
-    model = Seq2Seq.load_from_checkpoint(args.ckpt, map_location=args.device)
+    if len(args.ckpt) == 1:
+        model = Seq2Seq.load_from_checkpoint(args.ckpt[0], map_location=args.device)
+    else:
+        model = Ensemble.from_checkpoints(args.ckpt, map_location=args.device)
     # a search setting not given on the command line is the model's own (its search_defaults)
     given = {k: v for k in ("max_length", "min_length", "length_penalty", "alpha", "block_ngram_repeat",
                             "coverage_penalty", "stopping") if (v := getattr(args, k)) is not None}
@@ -101,7 +108,9 @@ def _add_seq2seq_parsers(sub: argparse._SubParsersAction) -> None:
         "write its translation (detokenized) to stdout, one line per input line. With --n-best N > 1, write "
         "Moses n-best lines 'index ||| translation ||| score' instead.",
     )
-    p.add_argument("--ckpt", required=True, help="Seq2Seq checkpoint (.ckpt) written by Lightning")
+    p.add_argument("--ckpt", required=True, nargs="+", metavar="CKPT",
+                   help="Seq2Seq checkpoint (.ckpt) written by Lightning; several: translate with their ensemble "
+                   "(the mean of their log-probabilities at every step; they must share the target vocabulary)")
     p.add_argument("--beam-size", type=int, default=5, help="beam width; 1 is greedy search (default 5)")
     p.add_argument("--n-best", type=int, default=1, help="hypotheses per sentence, at most the beam size (default 1)")
     p.add_argument("--max-length", type=int, default=None,
@@ -162,6 +171,23 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _average(args: argparse.Namespace) -> int:
+    if any(_missing_checkpoint("average", path) for path in args.checkpoints):
+        return 2
+    from .averaging import average_checkpoints, save_checkpoint
+
+    model = average_checkpoints(args.checkpoints)
+    if args.out.endswith(".ckpt"):
+        save_checkpoint(model, args.out)
+    elif hasattr(model, "save_pretrained"):
+        model.save_pretrained(args.out)
+    else:
+        raise ConfigError(f"--out {args.out}: writing a model folder needs save_pretrained, which this seqlearn "
+                          "lacks; give a file name ending in .ckpt")
+    print(f"{args.out}: {type(model).__name__} averaged from {len(args.checkpoints)} checkpoints")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqlearn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,6 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript",
                    help="torchscript (.pt, torch.jit.load) or onnx (.onnx, onnxruntime); default torchscript")
     p.set_defaults(func=_export)
+    p = sub.add_parser(
+        "average",
+        help="average the weights of checkpoints of one run (the last epochs) into one model",
+        description="Load checkpoints of one model (Seq2Seq, Tagger, LanguageModel or SequenceClassifier; same "
+        "architecture and vocabularies) and write the model whose weights are their mean: a Lightning checkpoint "
+        "when --out ends in .ckpt, a model folder otherwise.",
+    )
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoints (.ckpt) to average")
+    p.add_argument("--out", required=True, help="where to write the averaged model (NAME.ckpt: a checkpoint)")
+    p.set_defaults(func=_average)
     _add_seq2seq_parsers(sub)
     return parser
 

@@ -91,7 +91,9 @@ def length_limits(lengths: Sequence[int], settings: dict[str, Any]) -> list[int]
 
 class TranslationMethods:
     """Inference of :class:`~seqlearn.Seq2Seq` (see the module docstring); it relies on the
-    model's vocabularies, tokenizers, ``start``/``search_step`` and ``forward``."""
+    model's vocabularies, tokenizers, ``start``/``search_step`` and ``forward`` (an
+    :class:`~seqlearn.ensemble.Ensemble` supplies its own, and its own ``_source_batch``,
+    ``_per_sentence`` and ``_next_log_probs``)."""
 
     def _strings(self, ids: Iterable[int]) -> list[str]:
         itos = self.tgt_vocab.itos
@@ -133,6 +135,17 @@ class TranslationMethods:
                 self, strategy, src, bos_index=self.tgt_vocab.bos_index, eos_index=self.tgt_vocab.eos_index,
                 max_length=max_length or default_max_length(int(src.lengths.max())), **options,
             )
+
+    @property
+    def _per_sentence(self) -> tuple[str, ...]:
+        """The search-state entries a sentence's beams share and no step changes (``per_sentence``
+        of :func:`~seqlearn.search.beam_search`)."""
+        return self.decoder.per_sentence
+
+    def _next_log_probs(self, src: Padded, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced log-probabilities ``(batch, tgt_len, V)`` (float32) of the token after
+        each of ``tgt_in`` ``(batch, tgt_len)`` (``<s>`` first), as :meth:`score` sums them."""
+        return torch.log_softmax(self(src, tgt_in).float(), -1)
 
     def _decode_inputs(
         self, sources: list[list[str]], batch_size: int, return_attention: bool,
@@ -218,7 +231,7 @@ class TranslationMethods:
             token_lists(inputs, self.src_tokenizer, caller="translate", max_length=max_input_length),
             batch_size, return_attention,
             lambda src, limit: self._search(
-                src, search.most_probable, limit, precision, src_mask=src.mask, per_sentence=self.decoder.per_sentence,
+                src, search.most_probable, limit, precision, src_mask=src.mask, per_sentence=self._per_sentence,
                 **options,
             ),
             settings,
@@ -282,7 +295,7 @@ class TranslationMethods:
                     [self.tgt_vocab.encode(t, add_bos=True, add_eos=True) for t in tgt_lists[start : start + batch_size]],
                     self.tgt_vocab.pad_index,
                 ).ids.to(self.device)
-                log_probs = torch.log_softmax(self(src, tgt[:, :-1]).float(), -1)
+                log_probs = self._next_log_probs(src, tgt[:, :-1])
                 gold = tgt[:, 1:]
                 token_scores = log_probs.gather(-1, gold.unsqueeze(-1)).squeeze(-1)
                 scores.append(token_scores.masked_fill(gold == self.tgt_vocab.pad_index, 0.0).sum(1).cpu())

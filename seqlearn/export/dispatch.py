@@ -8,9 +8,8 @@ hyperparameters fit and exports it.  See ``docs/export.md``.
 from __future__ import annotations
 
 import importlib
-import inspect
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Callable, Union
 
 from torch import nn
 
@@ -71,17 +70,6 @@ def export(model: nn.Module, directory: str | Path, format: str = "torchscript",
                       f"seqlearn.export.exporter({cls.__name__})")
 
 
-def _fits(cls: type, hparams: dict[str, Any]) -> bool:
-    """Whether ``cls(**hparams)`` takes exactly these hyperparameters: every argument it
-    requires, and no name it does not know (keys starting with ``_`` are left to the loader,
-    which refuses them)."""
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
-    names = {p.name for p in params}
-    required = {p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    given = {k for k in hparams if not (isinstance(k, str) and k.startswith("_"))}
-    return required <= given <= names
-
-
 def export_checkpoint(path: str | Path, directory: str | Path, format: str = "torchscript", *,
                       check: bool = True) -> Path:
     """Load a seqlearn checkpoint file -- of whichever exportable model (Seq2Seq, Tagger,
@@ -89,13 +77,13 @@ def export_checkpoint(path: str | Path, directory: str | Path, format: str = "to
     CPU and :func:`export` it (``seqlearn export``).  Checkpoints are read as data only
     (:mod:`seqlearn.checkpoint_loading`); one of no exportable model raises
     :class:`~seqlearn.errors.ExportError`.  Returns ``directory``."""
-    from ..checkpoint_loading import load_checkpoint
+    from ..checkpoint_loading import load_checkpoint, takes_hyperparameters
 
     checkpoint = load_checkpoint(path, "cpu")
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     # the LightningModules among the exportable classes: those that have checkpoints
     classes = [cls for cls in registered_classes() if hasattr(cls, "load_from_checkpoint")]
-    matches = [cls for cls in classes if isinstance(hparams, dict) and _fits(cls, hparams)]
+    matches = [cls for cls in classes if isinstance(hparams, dict) and takes_hyperparameters(cls, hparams)]
     if len(matches) != 1:
         names = ", ".join(cls.__name__ for cls in classes)
         raise ExportError(f"{path}: not a checkpoint of an exportable model ({names}): "
