@@ -6,7 +6,7 @@ A decoder is registered in :data:`seqlearn.registry.decoders` and built with key
 
     Decoder(embedding_dim=, hidden_size=, memory_size=, encoder_state_size=, output_size=,
             cell="gru", num_layers=1, attention="bahdanau", dropout=0.0,
-            cell_options=None, attention_options=None, bridge=True, **options)
+            cell_options=None, attention_options=None, bridge=True, initial_state="layers", **options)
 
 ``memory_size`` is the size of the encoder outputs, ``encoder_state_size`` that of each
 tensor of an encoder layer's final state (see :class:`~seqlearn.encoder.RNNEncoder`),
@@ -33,8 +33,12 @@ Subclasses of :class:`Decoder` get the stacked cells, the bridge, the attention 
 The recurrent state starts from the encoder's final states through the *bridge*,
 ``tanh(W s + b)`` for each tensor of a cell state (``bridge=False`` copies them; the sizes
 must then agree).  Decoder layer ``i`` of ``n`` starts from encoder layer ``m - n + i`` of
-``m`` (top-aligned; the bottom encoder layer when the decoder is deeper).  Between stacked
-layers variational dropout is applied with one mask per sequence, kept in the state.
+``m`` (top-aligned; the bottom encoder layer when the decoder is deeper).  Other
+``initial_state`` rules (JoeyNMT's ``init_hidden``): ``"top"`` starts every layer from the top
+encoder layer's final output ``s`` alone -- ``tanh(W s + b)`` with the bridge, else ``s``
+copied (only its first, forward half when it is twice the hidden size) -- and an LSTM's cell
+state equal to it; ``"zero"`` starts from zeros.  Between stacked layers variational dropout
+is applied with one mask per sequence, kept in the state.
 """
 from __future__ import annotations
 
@@ -49,6 +53,9 @@ from .encoder import RNNLayer
 from .errors import ConfigError
 
 DecoderState = dict[str, torch.Tensor]
+
+#: where the recurrent state starts (see the module docstring)
+INITIAL_STATES = ("layers", "top", "zero")
 
 
 class Decoder(nn.Module):
@@ -76,8 +83,12 @@ class Decoder(nn.Module):
         cell_options: dict[str, Any] | None = None,
         attention_options: dict[str, Any] | None = None,
         bridge: bool = True,
+        initial_state: str = "layers",
     ):
         super().__init__()
+        if initial_state not in INITIAL_STATES:
+            raise ConfigError(f"decoder: initial_state must be one of {', '.join(INITIAL_STATES)}; got {initial_state!r}")
+        self.initial_state = initial_state
         self.hidden_size = hidden_size
         self.output_size = output_size
         self.dropout = dropout
@@ -88,9 +99,12 @@ class Decoder(nn.Module):
         probe = self.layers[0].cells[0].init_state(1)
         self._tuple_state = not isinstance(probe, torch.Tensor)
         self._state_arity = len(state_tensors(probe))
-        if bridge:
-            self.bridge = nn.ModuleList(nn.Linear(encoder_state_size, hidden_size) for _ in range(self._state_arity))
-        elif encoder_state_size != hidden_size:
+        # "top" bridges the top layer's output alone: one linear layer whatever the cell
+        bridges = self._state_arity if initial_state == "layers" else 1
+        copies_half = initial_state == "top" and encoder_state_size == 2 * hidden_size
+        if bridge and initial_state != "zero":
+            self.bridge = nn.ModuleList(nn.Linear(encoder_state_size, hidden_size) for _ in range(bridges))
+        elif encoder_state_size != hidden_size and initial_state != "zero" and not copies_half:
             raise ConfigError(
                 f"decoder: bridge=False copies the encoder's final state, which has size {encoder_state_size}, "
                 f"into a decoder of hidden size {hidden_size}; make them equal or use the bridge"
@@ -110,7 +124,10 @@ class Decoder(nn.Module):
     def init_state(self, memory: torch.Tensor, mask: torch.Tensor, encoder_finals: list[State]) -> DecoderState:
         """The state before the first step (see the module docstring)."""
         n, m = len(self.layers), len(encoder_finals)
-        hidden = [self._bridge(encoder_finals[max(0, m - n + i)]) for i in range(n)]
+        if self.initial_state == "layers":
+            hidden = [self._bridge(encoder_finals[max(0, m - n + i)]) for i in range(n)]
+        else:
+            hidden = [self._top_state(memory, encoder_finals[-1])] * n
         state = {"memory": memory, "mask": mask, **self._pack(hidden)}
         if self.attends:
             state["keys"] = self.attention.project_keys(memory)
@@ -125,6 +142,16 @@ class Decoder(nn.Module):
             return final
         parts = tuple(torch.tanh(layer(t)) for layer, t in zip(self.bridge, state_tensors(final)))
         return parts if self._tuple_state else parts[0]
+
+    def _top_state(self, memory: torch.Tensor, top_final: State) -> State:
+        """The state of every layer under the ``"top"`` and ``"zero"`` rules: from the top
+        encoder layer's final output ``(batch, encoder_state_size)``, each tensor of it the same."""
+        if self.initial_state == "zero":
+            h = memory.new_zeros(memory.size(0), self.hidden_size)
+        else:
+            h = cell_output(self.layers[0].cells[0], top_final)
+            h = torch.tanh(self.bridge[0](h)) if self.bridge is not None else h[:, : self.hidden_size]
+        return tuple(h for _ in range(self._state_arity)) if self._tuple_state else h
 
     def _pack(self, hidden: list[State]) -> DecoderState:
         return {f"hidden.{i}.{k}": t for i, s in enumerate(hidden) for k, t in enumerate(state_tensors(s))}
@@ -257,6 +284,7 @@ class LuongDecoder(Decoder):
     With ``input_feeding`` (default) ``h~_{t-1}`` joins the next RNN input, which forces a
     step loop.  Without it, teacher-forced :meth:`forward` runs the cells over the whole
     target in one fused call per layer and attends for all steps at once.
+    ``combine_bias`` adds a bias to ``W_c`` (JoeyNMT's ``att_vector_layer``).
     """
 
     def __init__(
@@ -267,6 +295,7 @@ class LuongDecoder(Decoder):
         output_size: int,
         attention: str = "luong-general",
         input_feeding: bool = True,
+        combine_bias: bool = False,
         **kwargs: Any,
     ):
         super().__init__(
@@ -274,7 +303,7 @@ class LuongDecoder(Decoder):
             output_size=output_size, attention=attention, **kwargs,
         )
         self.input_feeding = input_feeding
-        self.combine = nn.Linear(memory_size + self.hidden_size, output_size, bias=False)
+        self.combine = nn.Linear(memory_size + self.hidden_size, output_size, bias=combine_bias)
 
     def init_state(self, memory: torch.Tensor, mask: torch.Tensor, encoder_finals: list[State]) -> DecoderState:
         state = super().init_state(memory, mask, encoder_finals)

@@ -100,9 +100,10 @@ class FineTuningMethods:
         self.hparams.src_vocab, self.hparams.tgt_vocab = self.src_vocab.to_dict(), self.tgt_vocab.to_dict()
         h = self.hparams
         device = self.generator.weight.device
-        self.src_embedding = nn.Embedding(len(self.src_vocab), h.embedding_dim, padding_idx=self.src_vocab.pad_index)
+        self.src_embedding = nn.Embedding(len(self.src_vocab), self.src_embedding.embedding_dim,
+                                          padding_idx=self.src_vocab.pad_index)
         self.tgt_embedding = nn.Embedding(len(self.tgt_vocab), h.embedding_dim, padding_idx=self.tgt_vocab.pad_index)
-        self.generator = nn.Linear(self.generator.in_features, len(self.tgt_vocab))
+        self.generator = nn.Linear(self.generator.in_features, len(self.tgt_vocab), bias=self.generator.bias is not None)
         self._reset_embeddings()
         if h.tie_embeddings:
             self.generator.weight = self.tgt_embedding.weight
@@ -121,7 +122,7 @@ class FineTuningMethods:
         }
         fresh = self.state_dict()
         weights = dict(weights)
-        for key, side in rows.items():
+        for key, side in ((k, side) for k, side in rows.items() if k in fresh):  # a generator may have no bias
             new_vocab = self.src_vocab if side == "src" else self.tgt_vocab
             weights[key] = _remap_rows(fresh[key], weights[key], old[side].itos, new_vocab.stoi)
         self.load_state_dict(weights)

@@ -147,7 +147,11 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
     ``bidirectional``; ``dropout`` on embeddings, between stacked layers (variational) and
     before the output layer; ``bridge`` (encoder final state -> decoder initial state through
     ``tanh(W s + b)``, or copied); ``tie_embeddings`` (target embeddings = output layer,
-    the decoder output then has ``embedding_dim`` units); ``cell_options``,
+    the decoder output then has ``embedding_dim`` units); ``src_embedding_dim`` (the source
+    embeddings' size when it differs from the target's ``embedding_dim``); ``output_bias``
+    (the output layer's bias); ``full_softmax`` (normalize next-token probabilities over the
+    whole target vocabulary and only then forbid ``<pad>`` and ``<s>``, as JoeyNMT does;
+    by default they are left out of the normalization); ``cell_options``,
     ``attention_options`` and ``decoder_options`` (e.g. ``{"input_feeding": False}`` for the
     fused Luong path) are passed to the components.
 
@@ -209,6 +213,9 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
         val_bleu: bool = True,
         on_nonfinite: str = "stop",
         tokenizer_models: dict[str, Any] | None = None,
+        src_embedding_dim: int | None = None,
+        output_bias: bool = True,
+        full_softmax: bool = False,
     ):
         super().__init__()
         src, tgt = Vocab.coerce(src_vocab, "src_vocab"), Vocab.coerce(tgt_vocab, "tgt_vocab")
@@ -227,6 +234,8 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
                  "decoder_layers": decoder_layers}
         if encoder_hidden_size is not None:
             sizes["encoder_hidden_size"] = encoder_hidden_size
+        if src_embedding_dim is not None:
+            sizes["src_embedding_dim"] = src_embedding_dim
         check_hyperparameters("Seq2Seq", positive=sizes, fraction={"dropout": dropout})
         check_nonfinite_policy(on_nonfinite)
         self.teacher_forcing = TeacherForcing(scheduled_sampling, teacher_forcing, sampling_k, sampling_c, sampling_min)
@@ -239,10 +248,11 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
 
         if encoder_hidden_size is None:
             encoder_hidden_size = hidden_size // 2 if bidirectional else hidden_size
-        self.src_embedding = nn.Embedding(len(src), embedding_dim, padding_idx=src.pad_index)
+        src_embedding_dim = src_embedding_dim or embedding_dim
+        self.src_embedding = nn.Embedding(len(src), src_embedding_dim, padding_idx=src.pad_index)
         self.tgt_embedding = nn.Embedding(len(tgt), embedding_dim, padding_idx=tgt.pad_index)
         self.encoder = RNNEncoder(
-            embedding_dim, encoder_hidden_size, cell, encoder_layers, bidirectional, dropout, cell_options
+            src_embedding_dim, encoder_hidden_size, cell, encoder_layers, bidirectional, dropout, cell_options
         )
         output_size = embedding_dim if tie_embeddings else hidden_size
         self.decoder = registry.decoders.build(
@@ -261,7 +271,7 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
             bridge=bridge,
             **(decoder_options or {}),
         )
-        self.generator = nn.Linear(output_size, len(tgt))
+        self.generator = nn.Linear(output_size, len(tgt), bias=output_bias)
         # <pad> and <s> are never a next token: masking them keeps search from emitting them
         self.register_buffer("_never_next", torch.tensor([tgt.pad_index, tgt.bos_index]), persistent=False)
         self.dropout = nn.Dropout(dropout)
@@ -333,7 +343,10 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
         ``prev_tokens`` ``(N,)``, the new state and the attention ``(N, src_len)`` (None for
         ``plain``)."""
         out, state, attn = self.decoder.step(self.dropout(self.tgt_embedding(prev_tokens)), state)
-        return torch.log_softmax(self._logits(out), -1, dtype=torch.float32), state, attn
+        log_probs = torch.log_softmax(self._logits(out), -1, dtype=torch.float32)
+        if self.hparams.get("full_softmax"):
+            log_probs = log_probs.index_fill(-1, self._never_next, float("-inf"))
+        return log_probs, state, attn
 
     def step(
         self, prev_tokens: torch.Tensor, state: dict[str, torch.Tensor]
@@ -344,8 +357,9 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
 
     def _logits(self, out: torch.Tensor) -> torch.Tensor:
         """Next-token logits ``(..., V)`` from decoder outputs ``(..., out)``; ``-inf`` for
-        ``<pad>`` and ``<s>``."""
-        return self.generator(self.dropout(out)).index_fill_(-1, self._never_next, float("-inf"))
+        ``<pad>`` and ``<s>`` (unless ``full_softmax``: search masks them after normalizing)."""
+        logits = self.generator(self.dropout(out))
+        return logits if self.hparams.get("full_softmax") else logits.index_fill_(-1, self._never_next, float("-inf"))
 
     def forward(self, src: Padded, tgt_in: torch.Tensor, gold_probability: float = 1.0) -> torch.Tensor:
         """Logits ``(batch, tgt_len, V)`` for the next tokens after ``tgt_in`` ``(batch, tgt_len)``
@@ -391,7 +405,7 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
         if gold_probability >= 1.0:  # the output layer only where it counts, fused with the loss
             loss_sum, nll_sum = linear_label_smoothed_nll(
                 self.dropout(outputs[mask]), self.generator.weight, self.generator.bias, gold[mask], smoothing,
-                self._never_next,
+                None if self.hparams.get("full_softmax") else self._never_next,
             )
         else:
             loss_sum, nll_sum = label_smoothed_nll(outputs[mask], gold[mask], smoothing)
