@@ -139,8 +139,8 @@ class _Finished:
 def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eos_index: int, beam_size: int,
                 n_best: int = 1, max_length: int, min_length: int = 0, length_penalty: str | None = None,
                 alpha: float = 1.0, block_ngram_repeat: int = 0, coverage_penalty: float = 0.0,
-                src_mask: torch.Tensor | None = None, stopping: str = "exact",
-                per_sentence: Collection[str] = ()) -> list[list[Hypothesis]]:
+                src_mask: torch.Tensor | None = None, stopping: str = "exact", beam_refill: bool = True,
+                length_penalty_offset: int = 0, per_sentence: Collection[str] = ()) -> list[list[Hypothesis]]:
     """Beam search over all sentences and beams at once (one ``step`` call per time step).
 
     At every step each sentence ranks its ``beam_size * V`` extensions by summed
@@ -149,9 +149,14 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
     best extensions that do not end in ``</s>`` stay live.  So, without penalties,
     ``beam_size=1`` is greedy search, and a beam as wide as the search space is exhaustive search.
 
-    A finished hypothesis ``y`` scores ``sum(log p(y)) / lp(|y|) + cp``: ``lp`` is
-    :func:`length_penalty_divisor` (``length_penalty`` ``"gnmt"``, ``"average"`` or None, with
-    ``alpha``; ``|y|`` counts ``</s>``) and ``cp`` is :func:`gnmt_coverage_penalty` with
+    ``beam_refill=False`` keeps live only the extensions among the ``beam_size`` best that do
+    not end in ``</s>``: a hypothesis that finishes spends its beam slot for the next step
+    (OpenNMT-py's beam), instead of the next best extension taking it.
+
+    A finished hypothesis ``y`` scores ``sum(log p(y)) / lp(|y| + length_penalty_offset) + cp``:
+    ``lp`` is :func:`length_penalty_divisor` (``length_penalty`` ``"gnmt"``, ``"average"`` or
+    None, with ``alpha``; ``|y|`` counts ``</s>``; ``length_penalty_offset=1`` also counts the
+    start token, as OpenNMT-py does) and ``cp`` is :func:`gnmt_coverage_penalty` with
     ``beta = coverage_penalty`` (0 turns it off; it needs attention, and ``src_mask``
     ``(batch, src_len)`` to leave padding out).  Live beams compete on log-probability alone,
     which ranks them like the final score since they all have the same length.
@@ -185,7 +190,7 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
         raise ConfigError("block_ngram_repeat and coverage_penalty must be >= 0")
 
     def lp(length: int) -> float:
-        return length_penalty_divisor(length_penalty, length, alpha)
+        return length_penalty_divisor(length_penalty, length + length_penalty_offset, alpha)
 
     lp(1)  # reject an unknown penalty name before any decoding
     if stopping not in STOPPINGS:
@@ -248,7 +253,12 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
         if steps == max_length:
             done = torch.ones(live, dtype=torch.bool, device=device)
         else:
-            continuing = top_scores[:, :width] if stopping == "slots" else top_scores.masked_fill(is_eos, NEG_INF)
+            if stopping == "slots":  # finished hypotheses keep their slots
+                continuing = top_scores[:, :width]
+            else:
+                continuing = top_scores.masked_fill(is_eos, NEG_INF)
+                if not beam_refill:  # a finished hypothesis' slot stays empty for this step
+                    continuing = continuing[:, :width]
             if continuing.size(1) < width:  # a first step with fewer tokens than beams: empty beams
                 continuing = F.pad(continuing, (0, width - continuing.size(1)), value=NEG_INF)
                 top_index = F.pad(top_index, (0, width - top_index.size(1)))
@@ -294,8 +304,8 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
 def most_probable(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eos_index: int, max_length: int,
                   min_length: int = 0, beam_size: int = 1, n_best: int = 1, length_penalty: str | None = None,
                   alpha: float = 1.0, block_ngram_repeat: int = 0, coverage_penalty: float = 0.0,
-                  src_mask: torch.Tensor | None = None, stopping: str = "exact",
-                  per_sentence: Collection[str] = ()) -> list[list[Hypothesis]]:
+                  src_mask: torch.Tensor | None = None, stopping: str = "exact", beam_refill: bool = True,
+                  length_penalty_offset: int = 0, per_sentence: Collection[str] = ()) -> list[list[Hypothesis]]:
     """The ``n_best`` most probable outputs found with ``beam_size`` beams: :func:`greedy_search`
     when one beam and no penalty or blocking make beam search greedy anyway, :func:`beam_search`
     (with the remaining options) otherwise."""
@@ -304,4 +314,5 @@ def most_probable(step: StepFn, state: State, *, bos_index: int | torch.Tensor, 
         return greedy_search(step, state, **common)
     return beam_search(step, state, beam_size=beam_size, n_best=n_best, length_penalty=length_penalty, alpha=alpha,
                        block_ngram_repeat=block_ngram_repeat, coverage_penalty=coverage_penalty, src_mask=src_mask,
-                       stopping=stopping, per_sentence=per_sentence, **common)
+                       stopping=stopping, beam_refill=beam_refill, length_penalty_offset=length_penalty_offset,
+                       per_sentence=per_sentence, **common)

@@ -66,11 +66,12 @@ def _translate(args: argparse.Namespace) -> int:
     from .seq2seq_cli import translate_lines
 
     model = Seq2Seq.load_from_checkpoint(args.ckpt, map_location=args.device)
+    # a search setting not given on the command line is the model's own (its search_defaults)
+    given = {k: v for k in ("max_length", "min_length", "length_penalty", "alpha", "block_ngram_repeat",
+                            "coverage_penalty", "stopping") if (v := getattr(args, k)) is not None}
     translate_lines(
         model, sys.stdin, sys.stdout, n_best=args.n_best, detokenize=not args.tokens, beam_size=args.beam_size,
-        max_length=args.max_length, min_length=args.min_length, length_penalty=args.length_penalty,
-        alpha=args.alpha, block_ngram_repeat=args.block_ngram_repeat, coverage_penalty=args.coverage_penalty,
-        batch_size=args.batch_size, precision=args.precision, stopping=args.stopping,
+        batch_size=args.batch_size, precision=args.precision, **given,
     )
     return 0
 
@@ -92,17 +93,20 @@ def _add_seq2seq_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beam-size", type=int, default=5, help="beam width; 1 is greedy search (default 5)")
     p.add_argument("--n-best", type=int, default=1, help="hypotheses per sentence, at most the beam size (default 1)")
     p.add_argument("--max-length", type=int, default=None,
-                   help="decoding steps, </s> included (default: 100, or twice the longest input + 10 if more)")
-    p.add_argument("--min-length", type=int, default=0, help="tokens before </s> is allowed (default 0)")
+                   help="decoding steps, </s> included (default: the model's rule, else 100, or twice the longest "
+                   "input + 10 if more)")
+    p.add_argument("--min-length", type=int, default=None, help="tokens before </s> is allowed (default 0)")
     p.add_argument("--length-penalty", choices=["gnmt", "average"], default=None,
-                   help="divide scores by ((5+|y|)/6)^alpha (gnmt) or |y|^alpha (average); default none")
-    p.add_argument("--alpha", type=float, default=1.0, help="exponent of the length penalty (default 1.0)")
-    p.add_argument("--block-ngram-repeat", type=int, default=0, help="forbid repeating n-grams of this size (default off)")
-    p.add_argument("--coverage-penalty", type=float, default=0.0, help="GNMT coverage penalty beta (default off)")
-    p.add_argument("--stopping", choices=["exact", "heuristic", "first"], default="exact",
+                   help="divide scores by ((5+|y|)/6)^alpha (gnmt) or |y|^alpha (average); default: the model's, "
+                   "else none")
+    p.add_argument("--alpha", type=float, default=None, help="exponent of the length penalty (default 1.0)")
+    p.add_argument("--block-ngram-repeat", type=int, default=None,
+                   help="forbid repeating n-grams of this size (default off)")
+    p.add_argument("--coverage-penalty", type=float, default=None, help="GNMT coverage penalty beta (default off)")
+    p.add_argument("--stopping", choices=["exact", "heuristic", "first"], default=None,
                    help="when a sentence's beam search ends: exact (once no live beam can win at any length), "
                    "heuristic (once none can win at its next length) or first (once its best extension ends, as "
-                   "OpenNMT-py does); the last two take fewer steps; default exact")
+                   "OpenNMT-py does); the last two take fewer steps; default: the model's, else exact")
     p.add_argument("--batch-size", type=int, default=64, help="sentences decoded at once (default 64)")
     p.add_argument("--precision", choices=["32", "bf16", "16"], default="32",
                    help="bf16: matrix products in bfloat16, scores in float32 (faster on AVX512-BF16 CPUs and "

@@ -33,12 +33,16 @@ Subclasses of :class:`Decoder` get the stacked cells, the bridge, the attention 
 The recurrent state starts from the encoder's final states through the *bridge*,
 ``tanh(W s + b)`` for each tensor of a cell state (``bridge=False`` copies them; the sizes
 must then agree).  Decoder layer ``i`` of ``n`` starts from encoder layer ``m - n + i`` of
-``m`` (top-aligned; the bottom encoder layer when the decoder is deeper).  Other
-``initial_state`` rules (JoeyNMT's ``init_hidden``): ``"top"`` starts every layer from the top
-encoder layer's final output ``s`` alone -- ``tanh(W s + b)`` with the bridge, else ``s``
-copied (only its first, forward half when it is twice the hidden size) -- and an LSTM's cell
-state equal to it; ``"zero"`` starts from zeros.  Between stacked layers variational dropout
-is applied with one mask per sequence, kept in the state.
+``m`` (top-aligned; the bottom encoder layer when the decoder is deeper).  Two options shape
+the bridge: ``bridge_activation`` (``"tanh"`` or ``"relu"``) and ``bridge_layers``:
+``"each"`` (one ``W`` shared by the layers, each layer's state on its own) or ``"joint"``
+(one ``W`` over the states of all ``n`` layers concatenated, its output split back into
+``n`` layers: the layers mix, as in OpenNMT-py's bridge).  Other ``initial_state`` rules
+(JoeyNMT's ``init_hidden``): ``"top"`` starts every layer from the top encoder layer's final
+output ``s`` alone -- ``act(W s + b)`` with the bridge, else ``s`` copied (only its first,
+forward half when it is twice the hidden size) -- and an LSTM's cell state equal to it;
+``"zero"`` starts from zeros.  Between stacked layers variational dropout is applied with
+one mask per sequence, kept in the state.
 """
 from __future__ import annotations
 
@@ -83,12 +87,20 @@ class Decoder(nn.Module):
         cell_options: dict[str, Any] | None = None,
         attention_options: dict[str, Any] | None = None,
         bridge: bool = True,
+        bridge_activation: str = "tanh",
+        bridge_layers: str = "each",
         initial_state: str = "layers",
     ):
         super().__init__()
         if initial_state not in INITIAL_STATES:
             raise ConfigError(f"decoder: initial_state must be one of {', '.join(INITIAL_STATES)}; got {initial_state!r}")
         self.initial_state = initial_state
+        if bridge_activation not in ("tanh", "relu") or bridge_layers not in ("each", "joint"):
+            raise ConfigError(
+                f"decoder: bridge_activation must be tanh or relu and bridge_layers each or joint; got "
+                f"{bridge_activation!r} and {bridge_layers!r}"
+            )
+        self.bridge_activation, self.bridge_layers = bridge_activation, bridge_layers
         self.hidden_size = hidden_size
         self.output_size = output_size
         self.dropout = dropout
@@ -103,7 +115,9 @@ class Decoder(nn.Module):
         bridges = self._state_arity if initial_state == "layers" else 1
         copies_half = initial_state == "top" and encoder_state_size == 2 * hidden_size
         if bridge and initial_state != "zero":
-            self.bridge = nn.ModuleList(nn.Linear(encoder_state_size, hidden_size) for _ in range(bridges))
+            joint = num_layers if bridge_layers == "joint" and initial_state == "layers" else 1
+            self.bridge = nn.ModuleList(nn.Linear(joint * encoder_state_size, joint * hidden_size)
+                                        for _ in range(bridges))
         elif encoder_state_size != hidden_size and initial_state != "zero" and not copies_half:
             raise ConfigError(
                 f"decoder: bridge=False copies the encoder's final state, which has size {encoder_state_size}, "
@@ -125,7 +139,7 @@ class Decoder(nn.Module):
         """The state before the first step (see the module docstring)."""
         n, m = len(self.layers), len(encoder_finals)
         if self.initial_state == "layers":
-            hidden = [self._bridge(encoder_finals[max(0, m - n + i)]) for i in range(n)]
+            hidden = self._bridge([encoder_finals[max(0, m - n + i)] for i in range(n)])
         else:
             hidden = [self._top_state(memory, encoder_finals[-1])] * n
         state = {"memory": memory, "mask": mask, **self._pack(hidden)}
@@ -137,20 +151,29 @@ class Decoder(nn.Module):
                 state[f"dropout.{i}"] = keep / (1.0 - self.dropout)
         return state
 
-    def _bridge(self, final: State) -> State:
+    def _bridge(self, finals: list[State]) -> list[State]:
+        """The initial state of each decoder layer from the encoder final state it starts from."""
         if self.bridge is None:
-            return final
-        parts = tuple(torch.tanh(layer(t)) for layer, t in zip(self.bridge, state_tensors(final)))
-        return parts if self._tuple_state else parts[0]
+            return finals
+        act, n = torch.relu if self.bridge_activation == "relu" else torch.tanh, len(finals)
+        if self.bridge_layers == "each":
+            layers = [tuple(act(lin(t)) for lin, t in zip(self.bridge, state_tensors(f))) for f in finals]
+        else:  # per state tensor: all layers at once, split back per layer
+            joint = [act(lin(torch.cat(ts, -1))).chunk(n, -1)
+                     for lin, ts in zip(self.bridge, zip(*(state_tensors(f) for f in finals)))]
+            layers = [tuple(part[i] for part in joint) for i in range(n)]
+        return [parts if self._tuple_state else parts[0] for parts in layers]
 
     def _top_state(self, memory: torch.Tensor, top_final: State) -> State:
         """The state of every layer under the ``"top"`` and ``"zero"`` rules: from the top
         encoder layer's final output ``(batch, encoder_state_size)``, each tensor of it the same."""
         if self.initial_state == "zero":
             h = memory.new_zeros(memory.size(0), self.hidden_size)
+        elif self.bridge is None:
+            h = cell_output(self.layers[0].cells[0], top_final)[:, : self.hidden_size]
         else:
-            h = cell_output(self.layers[0].cells[0], top_final)
-            h = torch.tanh(self.bridge[0](h)) if self.bridge is not None else h[:, : self.hidden_size]
+            act = torch.relu if self.bridge_activation == "relu" else torch.tanh
+            h = act(self.bridge[0](cell_output(self.layers[0].cells[0], top_final)))
         return tuple(h for _ in range(self._state_arity)) if self._tuple_state else h
 
     def _pack(self, hidden: list[State]) -> DecoderState:
@@ -284,7 +307,9 @@ class LuongDecoder(Decoder):
     With ``input_feeding`` (default) ``h~_{t-1}`` joins the next RNN input, which forces a
     step loop.  Without it, teacher-forced :meth:`forward` runs the cells over the whole
     target in one fused call per layer and attends for all steps at once.
-    ``combine_bias`` adds a bias to ``W_c`` (JoeyNMT's ``att_vector_layer``).
+
+    ``combine_bias`` adds a bias to ``W_c`` and ``combine_activation="identity"`` drops the
+    tanh (OpenNMT-py's output after its ``mlp`` attention is ``W_c [c_t; s_t] + b``).
     """
 
     def __init__(
@@ -296,14 +321,18 @@ class LuongDecoder(Decoder):
         attention: str = "luong-general",
         input_feeding: bool = True,
         combine_bias: bool = False,
+        combine_activation: str = "tanh",
         **kwargs: Any,
     ):
+        if combine_activation not in ("tanh", "identity"):
+            raise ConfigError(f"luong decoder: combine_activation must be tanh or identity, got {combine_activation!r}")
         super().__init__(
             rnn_input_size=embedding_dim + (output_size if input_feeding else 0), memory_size=memory_size,
             output_size=output_size, attention=attention, **kwargs,
         )
         self.input_feeding = input_feeding
         self.combine = nn.Linear(memory_size + self.hidden_size, output_size, bias=combine_bias)
+        self.combine_tanh = combine_activation == "tanh"
 
     def init_state(self, memory: torch.Tensor, mask: torch.Tensor, encoder_finals: list[State]) -> DecoderState:
         state = super().init_state(memory, mask, encoder_finals)
@@ -314,7 +343,8 @@ class LuongDecoder(Decoder):
     def _attend(self, h: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
         """``h~ = tanh(W_c [c; h])`` and the attention weights, for one step or many."""
         context, attn = self.attention(h, state["keys"], state["memory"], state["mask"])
-        return torch.tanh(self.combine(torch.cat([context, h], -1))), attn
+        out = self.combine(torch.cat([context, h], -1))
+        return torch.tanh(out) if self.combine_tanh else out, attn
 
     def step(self, emb: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
         x = torch.cat([emb, state["feed"]], -1) if self.input_feeding else emb

@@ -102,7 +102,8 @@ class FineTuningMethods:
         device = self.generator.weight.device
         self.src_embedding = nn.Embedding(len(self.src_vocab), self.src_embedding.embedding_dim,
                                           padding_idx=self.src_vocab.pad_index)
-        self.tgt_embedding = nn.Embedding(len(self.tgt_vocab), h.embedding_dim, padding_idx=self.tgt_vocab.pad_index)
+        self.tgt_embedding = nn.Embedding(len(self.tgt_vocab), self.tgt_embedding.embedding_dim,
+                                          padding_idx=self.tgt_vocab.pad_index)
         self.generator = nn.Linear(self.generator.in_features, len(self.tgt_vocab), bias=self.generator.bias is not None)
         self._reset_embeddings()
         if h.tie_embeddings:

@@ -51,13 +51,15 @@ from .search import Hypothesis
 from .subwords import SentencePieceTokenizer, tokenizer_from_model, tokenizer_model
 from .tokenizers import get_tokenizer
 from .training import BatchResult, TrainingModule, check_nonfinite_policy
-from .translation import SEARCH_PRECISIONS, TranslationMethods, default_max_length
+from .translation import SEARCH_PRECISIONS, TranslationMethods, check_search_defaults, default_max_length
 from .vocab import Vocab
 
 __all__ = ["Seq2Seq", "TeacherForcing", "Hypothesis", "label_smoothed_nll", "default_max_length", "SEARCH_PRECISIONS",
            "tokenizer_hparams"]
 
 FREEZABLE = ("encoder", "decoder", "embeddings", "src_embedding", "tgt_embedding")
+#: when ``<pad>`` and ``<s>`` are kept from being predicted (``mask_specials``)
+MASK_SPECIALS = ("before_softmax", "after_softmax", "none")
 
 
 @dataclass(frozen=True)
@@ -147,13 +149,21 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
     ``bidirectional``; ``dropout`` on embeddings, between stacked layers (variational) and
     before the output layer; ``bridge`` (encoder final state -> decoder initial state through
     ``tanh(W s + b)``, or copied); ``tie_embeddings`` (target embeddings = output layer,
-    the decoder output then has ``embedding_dim`` units); ``src_embedding_dim`` (the source
-    embeddings' size when it differs from the target's ``embedding_dim``); ``output_bias``
-    (the output layer's bias); ``full_softmax`` (normalize next-token probabilities over the
-    whole target vocabulary and only then forbid ``<pad>`` and ``<s>``, as JoeyNMT does;
-    by default they are left out of the normalization); ``cell_options``,
+    the decoder output then has ``embedding_dim`` units); ``cell_options``,
     ``attention_options`` and ``decoder_options`` (e.g. ``{"input_feeding": False}`` for the
-    fused Luong path) are passed to the components.
+    fused Luong path) are passed to the components.  ``tgt_embedding_dim``: the target
+    embeddings' size when it differs from the source's ``embedding_dim``.  ``output_bias``:
+    whether the output layer has a bias (JoeyNMT's has none).
+
+    Models converted from other tools (:mod:`seqlearn.convert`) keep those tools' conventions:
+    ``src_eos`` (append ``</s>`` to every source; OpenNMT-py does not); ``mask_specials``,
+    how ``<pad>`` and ``<s>`` are kept from being predicted: ``"before_softmax"`` (their
+    logits are ``-inf``: left out of the softmax, in training too), ``"after_softmax"`` (the
+    softmax covers the whole vocabulary, search then forbids them; JoeyNMT) or ``"none"``
+    (they can be predicted; OpenNMT-py); ``search_defaults``, the model's own default search
+    settings (length penalty, stopping rule, max-length rule...; see
+    :data:`seqlearn.translation.SEARCH_SETTINGS`), which :meth:`translate` uses for the
+    settings its caller does not pass.
 
     Training: ``label_smoothing``; ``teacher_forcing`` (probability of feeding the gold token,
     decided per token) or ``scheduled_sampling`` with ``sampling_k``, ``sampling_c``,
@@ -213,9 +223,11 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
         val_bleu: bool = True,
         on_nonfinite: str = "stop",
         tokenizer_models: dict[str, Any] | None = None,
-        src_embedding_dim: int | None = None,
+        tgt_embedding_dim: int | None = None,
+        src_eos: bool = True,
+        mask_specials: str = "before_softmax",
+        search_defaults: dict[str, Any] | None = None,
         output_bias: bool = True,
-        full_softmax: bool = False,
     ):
         super().__init__()
         src, tgt = Vocab.coerce(src_vocab, "src_vocab"), Vocab.coerce(tgt_vocab, "tgt_vocab")
@@ -234,8 +246,11 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
                  "decoder_layers": decoder_layers}
         if encoder_hidden_size is not None:
             sizes["encoder_hidden_size"] = encoder_hidden_size
-        if src_embedding_dim is not None:
-            sizes["src_embedding_dim"] = src_embedding_dim
+        if tgt_embedding_dim is not None:
+            sizes["tgt_embedding_dim"] = tgt_embedding_dim
+        if mask_specials not in MASK_SPECIALS:
+            raise ConfigError(f"Seq2Seq: mask_specials must be one of {', '.join(MASK_SPECIALS)}; got {mask_specials!r}")
+        check_search_defaults(search_defaults)
         check_hyperparameters("Seq2Seq", positive=sizes, fraction={"dropout": dropout})
         check_nonfinite_policy(on_nonfinite)
         self.teacher_forcing = TeacherForcing(scheduled_sampling, teacher_forcing, sampling_k, sampling_c, sampling_min)
@@ -248,16 +263,16 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
 
         if encoder_hidden_size is None:
             encoder_hidden_size = hidden_size // 2 if bidirectional else hidden_size
-        src_embedding_dim = src_embedding_dim or embedding_dim
-        self.src_embedding = nn.Embedding(len(src), src_embedding_dim, padding_idx=src.pad_index)
-        self.tgt_embedding = nn.Embedding(len(tgt), embedding_dim, padding_idx=tgt.pad_index)
+        tgt_dim = tgt_embedding_dim or embedding_dim
+        self.src_embedding = nn.Embedding(len(src), embedding_dim, padding_idx=src.pad_index)
+        self.tgt_embedding = nn.Embedding(len(tgt), tgt_dim, padding_idx=tgt.pad_index)
         self.encoder = RNNEncoder(
-            src_embedding_dim, encoder_hidden_size, cell, encoder_layers, bidirectional, dropout, cell_options
+            embedding_dim, encoder_hidden_size, cell, encoder_layers, bidirectional, dropout, cell_options
         )
-        output_size = embedding_dim if tie_embeddings else hidden_size
+        output_size = tgt_dim if tie_embeddings else hidden_size
         self.decoder = registry.decoders.build(
             decoder,
-            embedding_dim=embedding_dim,
+            embedding_dim=tgt_dim,
             hidden_size=hidden_size,
             memory_size=self.encoder.output_size,
             encoder_state_size=self.encoder.output_size,
@@ -273,7 +288,11 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
         )
         self.generator = nn.Linear(output_size, len(tgt), bias=output_bias)
         # <pad> and <s> are never a next token: masking them keeps search from emitting them
-        self.register_buffer("_never_next", torch.tensor([tgt.pad_index, tgt.bos_index]), persistent=False)
+        specials = torch.tensor([tgt.pad_index, tgt.bos_index])
+        self.register_buffer("_never_next", specials if mask_specials == "before_softmax" else specials[:0],
+                             persistent=False)
+        self.register_buffer("_banned_in_search", specials if mask_specials == "after_softmax" else specials[:0],
+                             persistent=False)
         self.dropout = nn.Dropout(dropout)
         self._reset_embeddings()
         if tie_embeddings:
@@ -344,8 +363,8 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
         ``plain``)."""
         out, state, attn = self.decoder.step(self.dropout(self.tgt_embedding(prev_tokens)), state)
         log_probs = torch.log_softmax(self._logits(out), -1, dtype=torch.float32)
-        if self.hparams.get("full_softmax"):
-            log_probs = log_probs.index_fill(-1, self._never_next, float("-inf"))
+        if self._banned_in_search.numel():  # mask_specials="after_softmax"
+            log_probs = log_probs.index_fill(-1, self._banned_in_search, float("-inf"))
         return log_probs, state, attn
 
     def step(
@@ -357,9 +376,8 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
 
     def _logits(self, out: torch.Tensor) -> torch.Tensor:
         """Next-token logits ``(..., V)`` from decoder outputs ``(..., out)``; ``-inf`` for
-        ``<pad>`` and ``<s>`` (unless ``full_softmax``: search masks them after normalizing)."""
-        logits = self.generator(self.dropout(out))
-        return logits if self.hparams.get("full_softmax") else logits.index_fill_(-1, self._never_next, float("-inf"))
+        ``<pad>`` and ``<s>`` (unless ``mask_specials`` says otherwise)."""
+        return self.generator(self.dropout(out)).index_fill_(-1, self._never_next, float("-inf"))
 
     def forward(self, src: Padded, tgt_in: torch.Tensor, gold_probability: float = 1.0) -> torch.Tensor:
         """Logits ``(batch, tgt_len, V)`` for the next tokens after ``tgt_in`` ``(batch, tgt_len)``
@@ -405,7 +423,7 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
         if gold_probability >= 1.0:  # the output layer only where it counts, fused with the loss
             loss_sum, nll_sum = linear_label_smoothed_nll(
                 self.dropout(outputs[mask]), self.generator.weight, self.generator.bias, gold[mask], smoothing,
-                None if self.hparams.get("full_softmax") else self._never_next,
+                self._never_next,
             )
         else:
             loss_sum, nll_sum = label_smoothed_nll(outputs[mask], gold[mask], smoothing)

@@ -67,6 +67,20 @@ def test_teacher_forced_log_probs_equal_the_recorded_scores(name, sources):
             assert torch.allclose(got, expected, atol=TOLERANCE, rtol=0), (run, i, got, expected)
 
 
+@pytest.mark.parametrize("name", JOEY)
+def test_translate_reproduces_every_run_with_the_models_own_search_defaults(name, sources):
+    """``translate`` with only the beam size (and the run's ``max_length``) gives JoeyNMT's
+    tokens and scores: greedy, beam 5 and beam 5 capped at 10 steps, under JoeyNMT's rules
+    (no length penalty, no ``</s>`` first, ``int(1.5 * n)`` steps, its beam and stopping)."""
+    model = converted(name)
+    for run, options in (("greedy", {}), ("beam5", {"beam_size": 5}), ("beam5_max10", {"beam_size": 5, "max_length": 10})):
+        outputs, scores = recorded(name, run)
+        hyps = model.translate(sources, **options)
+        for i, (hyp, out, score) in enumerate(zip(hyps, outputs, scores)):
+            assert hyp[0].tokens == [t for t in out if t != "</s>"], (run, i)
+            assert hyp[0].score == pytest.approx(sum(score), abs=TOLERANCE), (run, i)
+
+
 def test_convert_dispatches_on_the_tool_name():
     name = JOEY[0]
     model = convert("joeynmt", FIXTURES / MODELS[name]["checkpoint"].rsplit("/", 1)[0])

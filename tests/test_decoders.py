@@ -151,6 +151,35 @@ def test_bridge_starts_from_top_aligned_encoder_layers(cell):
     assert len(decoder.bridge) == (2 if cell == "lstm" else 1)
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_joint_relu_bridge_mixes_the_layers(cell):
+    """bridge_layers="joint": relu(W [s_0; s_1] + b) over both layers' states, split back."""
+    decoder, memory, mask, finals, _ = _setup("luong", cell, layers=2, encoder_layers=3, bridge_layers="joint",
+                                              bridge_activation="relu")
+    state = decoder.init_state(memory, mask, finals)
+    parts = [f if cell == "lstm" else (f,) for f in finals[1:]]
+    for k, bridge in enumerate(decoder.bridge):
+        assert bridge.weight.shape == (2 * HIDDEN, 2 * MEMORY)
+        joint = torch.relu(torch.cat([parts[0][k], parts[1][k]], -1) @ bridge.weight.T + bridge.bias)
+        torch.testing.assert_close(state[f"hidden.0.{k}"], joint[:, :HIDDEN])
+        torch.testing.assert_close(state[f"hidden.1.{k}"], joint[:, HIDDEN:])
+    with pytest.raises(Exception, match="bridge_activation"):
+        _setup("luong", cell, bridge_activation="sigmoid")
+
+
+def test_luong_combine_bias_and_identity_activation():
+    """combine_bias, combine_activation="identity": the output is W_c [c; s] + b, no tanh."""
+    decoder, memory, mask, finals, emb = _setup("luong", "gru", combine_bias=True, combine_activation="identity")
+    state = decoder.init_state(memory, mask, finals)
+    out, new_state, attn = decoder.step(emb[:, 0], dict(state))
+    h = new_state["hidden.0.0"]
+    context = torch.einsum("bs,bsm->bm", attn, memory)
+    torch.testing.assert_close(out, torch.cat([context, h], -1) @ decoder.combine.weight.T + decoder.combine.bias)
+    assert decoder.combine.bias is not None
+    with pytest.raises(Exception, match="combine_activation"):
+        _setup("luong", "gru", combine_activation="relu")
+
+
 def test_without_bridge_the_final_state_is_copied_and_sizes_are_checked():
     torch.manual_seed(0)
     decoder = registry.decoders.build(

@@ -19,8 +19,8 @@ layers.  The network maps onto seqlearn's built-in components with these options
   ``initial_state="top"`` (every layer from the top encoder layer, an LSTM's cell state
   equal to its hidden state) or ``"zero"``;
 * attention ``luong-general`` (``q · W k``) or ``bahdanau`` with ``key_bias=False``;
-* output layer without bias, and ``full_softmax``: JoeyNMT normalizes over the whole
-  target vocabulary and only then forbids ``<pad>`` and ``<s>``.
+* output layer without bias, and ``mask_specials="after_softmax"``: JoeyNMT normalizes over
+  the whole target vocabulary and only then forbids ``<pad>`` and ``<s>``.
 
 The model's ``search_defaults`` hold JoeyNMT's decoding rules (see
 :data:`JOEYNMT_SEARCH`), so ``model.translate(src, beam_size=5)`` decodes as ``joeynmt
@@ -141,8 +141,8 @@ def _architecture(cfg: dict[str, Any], where: Path) -> dict[str, Any]:
         "cell": _CELLS[cell],
         "attention": _ATTENTIONS[attention],
         "decoder": "luong",
-        "embedding_dim": dec["embeddings"]["embedding_dim"],
-        "src_embedding_dim": enc["embeddings"]["embedding_dim"],
+        "embedding_dim": enc["embeddings"]["embedding_dim"],
+        "tgt_embedding_dim": dec["embeddings"]["embedding_dim"],
         "hidden_size": dec["hidden_size"],
         "encoder_hidden_size": enc["hidden_size"],
         "encoder_layers": enc.get("num_layers", 1),
@@ -154,7 +154,7 @@ def _architecture(cfg: dict[str, Any], where: Path) -> dict[str, Any]:
                             "initial_state": "zero" if init_hidden == "zero" else "top"},
         "attention_options": {"key_bias": False} if attention == "bahdanau" else None,
         "output_bias": False,
-        "full_softmax": True,
+        "mask_specials": "after_softmax",
     }
 
 
@@ -219,7 +219,7 @@ def convert_joeynmt(path: str | os.PathLike) -> Seq2Seq:
     if int(testing.get("max_output_length", -1)) > 0:
         search["max_length"] = int(testing["max_output_length"])
     try:
-        model = Seq2Seq(src_vocab, tgt_vocab, **arch, val_bleu=False)  # TODO search_defaults=search
+        model = Seq2Seq(src_vocab, tgt_vocab, **arch, val_bleu=False, search_defaults=search)
     except ConfigError as exc:  # e.g. init_hidden "last" with a decoder that is not 2h or h wide
         raise _fail(config, f"model: {exc}") from exc
     try:
