@@ -15,6 +15,9 @@
                                 bundled: conll2003_ner, ud_ewt_upos)
     seqlearn translate --ckpt M.ckpt [--beam-size 5 --n-best 1 ...] < in.txt > out.txt
                                 translate one sentence per line with a trained Seq2Seq
+    seqlearn convert --from opennmt-py|joeynmt IN OUT_FOLDER
+                                convert another tool's translation model (an OpenNMT-py
+                                checkpoint, a JoeyNMT model folder) into a seqlearn model folder
 """
 from __future__ import annotations
 
@@ -76,6 +79,15 @@ def _translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from .convert import convert
+
+    model = convert(args.tool, args.input)
+    model.save_pretrained(args.out)
+    print(f"{args.out}: {args.tool} model {args.input} converted")
+    return 0
+
+
 def _add_seq2seq_parsers(sub: argparse._SubParsersAction) -> None:
     # everything after "fit" goes to LightningCLI (its own --help included)
     p = sub.add_parser("fit", add_help=False, help="train a Seq2Seq, or a Tagger when the config's model.class_path is "
@@ -114,6 +126,18 @@ def _add_seq2seq_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", action="store_true", help="write tokens joined by spaces instead of detokenized text")
     p.add_argument("--device", default="cpu", help="torch device to run on (default cpu)")
     p.set_defaults(func=_translate)
+    p = sub.add_parser(
+        "convert",
+        help="convert an OpenNMT-py or JoeyNMT translation model into a seqlearn model folder",
+        description="Read another tool's RNN translation model without running any of its code and write it as a "
+        "seqlearn model folder (config.json, model.safetensors, vocabularies); the folder translates as the tool "
+        "does, with the tool's length penalty, stopping and max-length rules as its defaults.",
+    )
+    p.add_argument("--from", dest="tool", required=True, choices=["opennmt-py", "joeynmt"],
+                   help="the tool that saved IN")
+    p.add_argument("input", metavar="IN", help="OpenNMT-py 3.x checkpoint (.pt) or JoeyNMT 2.x model folder")
+    p.add_argument("out", metavar="OUT_FOLDER", help="the seqlearn model folder to write (created if missing)")
+    p.set_defaults(func=_convert)
 
 
 def _tag(args: argparse.Namespace) -> int:

@@ -413,12 +413,21 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
         training, 1 otherwise (validation and inference never sample)."""
         return self.teacher_forcing(self.global_step) if self.training else 1.0
 
+    def batch_source(self, batch: TranslationBatch) -> Padded:
+        """The sources of a data module's batch as the model reads them: without their
+        ``</s>`` when the model was converted from a tool that appends none (``src_eos``)."""
+        src = batch.src
+        if self.hparams.src_eos:
+            return src
+        last = torch.arange(src.ids.size(1), device=src.ids.device) == (src.lengths - 1).to(src.ids.device)[:, None]
+        return Padded(src.ids.masked_fill(last, self.src_vocab.pad_index), src.lengths - 1)
+
     def batch_loss(self, batch: TranslationBatch, gold_probability: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean label-smoothed loss per target token, summed NLL and the number of target
         tokens (``</s>`` included, padding excluded)."""
         tgt_in, gold = batch.tgt.ids[:, :-1], batch.tgt.ids[:, 1:]
         mask = gold != self.tgt_vocab.pad_index
-        outputs = self._decoder_outputs(batch.src, tgt_in, gold_probability)
+        outputs = self._decoder_outputs(self.batch_source(batch), tgt_in, gold_probability)
         smoothing = self.hparams.label_smoothing
         if gold_probability >= 1.0:  # the output layer only where it counts, fused with the loss
             loss_sum, nll_sum = linear_label_smoothed_nll(
@@ -441,7 +450,7 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
             self.log("gold_probability", p, on_step=True, on_epoch=False)
         outputs: list[tuple[str, str, str, str]] = []
         if split == "val" and self.hparams.val_bleu:
-            hyps = [self._strings(h[0].tokens) for h in self._search(batch.src, search.greedy_search)]
+            hyps = [self._strings(h[0].tokens) for h in self._search(self.batch_source(batch), search.greedy_search)]
             ref_texts, ref_tokens = self._references(batch)
             detok = self.tgt_tokenizer.detokenize
             outputs = [(detok(h), r, " ".join(h), " ".join(rt)) for h, r, rt in zip(hyps, ref_texts, ref_tokens)]

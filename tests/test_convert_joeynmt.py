@@ -10,11 +10,14 @@ import ast
 import functools
 import shutil
 
+import pytorch_lightning as pl
 import pytest
 import torch
 import yaml
+from torch.utils.data import DataLoader
 
-from seqlearn.batching import pad
+from seqlearn import Seq2Seq
+from seqlearn.batching import TranslationBatch, pad
 from seqlearn.convert import convert
 from seqlearn.convert.joeynmt import convert_joeynmt
 from seqlearn.errors import CheckpointError
@@ -79,6 +82,35 @@ def test_translate_reproduces_every_run_with_the_models_own_search_defaults(name
         for i, (hyp, out, score) in enumerate(zip(hyps, outputs, scores)):
             assert hyp[0].tokens == [t for t in out if t != "</s>"], (run, i)
             assert hyp[0].score == pytest.approx(sum(score), abs=TOLERANCE), (run, i)
+
+
+def test_a_converted_model_fine_tunes_and_round_trips_through_a_checkpoint(tmp_path):
+    """Fine-tuning (with a grown target vocabulary: the output layer has no bias to grow)
+    lowers the loss on the pairs it trains on, and the checkpoint it writes loads back with
+    JoeyNMT's architecture and decoding rules: the same translations, no extra arguments."""
+    name = "joey_d_lstm_bahdanau_lastfwd_feed_2l"
+    pairs = [("ein mann fährt fahrrad .", "a man rides a bike ."), ("zwei hunde spielen .", "two dogs playing zzz .")]
+    model = Seq2Seq.from_pretrained(converted(name), extend_tgt=["zzz"], lr=0.01, dropout=0.0)
+    assert model.generator.bias is None and len(model.tgt_vocab) == len(converted(name).tgt_vocab) + 1
+    src = pad([model.src_vocab.encode(s.split(), add_eos=True) for s, _ in pairs], model.src_vocab.pad_index)
+    tgt = pad([model.tgt_vocab.encode(t.split(), add_bos=True, add_eos=True) for _, t in pairs],
+              model.tgt_vocab.pad_index)
+    batch = TranslationBatch(src, tgt, torch.arange(len(pairs)))
+    with torch.no_grad():
+        before = float(model.batch_loss(batch)[0])
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, max_steps=30)
+    trainer.fit(model, DataLoader([batch], batch_size=None))
+    with torch.no_grad():
+        assert float(model.eval().batch_loss(batch)[0]) < before / 2
+    path = tmp_path / "tuned.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = Seq2Seq.load_from_checkpoint(path)
+    assert loaded.hparams.search_defaults == model.hparams.search_defaults
+    sources = [s for s, _ in pairs] + ["eine frau singt ."]
+    for options in ({}, {"beam_size": 5}):
+        expected = [(h[0].tokens, h[0].score) for h in model.translate(sources, **options)]
+        assert [(h[0].tokens, h[0].score) for h in loaded.translate(sources, **options)] == expected
 
 
 def test_convert_dispatches_on_the_tool_name():

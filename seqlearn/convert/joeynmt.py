@@ -41,7 +41,7 @@ from ..errors import CheckpointError, ConfigError
 from ..seq2seq import Seq2Seq
 from ..vocab import BOS, EOS, PAD, UNK, Vocab
 
-__all__ = ["convert_joeynmt", "JOEYNMT_SEARCH"]
+__all__ = ["convert", "convert_joeynmt", "JOEYNMT_SEARCH"]
 
 #: JoeyNMT 2.3.0's decoding defaults (``prediction.py``, ``search.py``) as search settings
 #: (:data:`seqlearn.translation.SEARCH_SETTINGS`): no length penalty (``beam_alpha: -1``), no
@@ -184,10 +184,11 @@ def _weights(joey: dict[str, torch.Tensor], arch: dict[str, Any]) -> dict[str, t
     return g
 
 
-def convert_joeynmt(path: str | os.PathLike) -> Seq2Seq:
+def convert_joeynmt(path: str | os.PathLike, **hyperparameters: Any) -> Seq2Seq:
     """The JoeyNMT 2.x recurrent model in folder ``path`` (or its checkpoint ``path``) as a
     :class:`~seqlearn.Seq2Seq` in eval mode that scores and decodes as JoeyNMT does (see the
-    module docstring).  Raises :class:`~seqlearn.errors.CheckpointError` naming the file and
+    module docstring); ``hyperparameters`` (training ones: ``lr``, ``dropout``, ``freeze``...)
+    go to the Seq2Seq.  Raises :class:`~seqlearn.errors.CheckpointError` naming the file and
     the option for anything it cannot read or represent."""
     folder, ckpt_path = _folder_and_checkpoint(path)
     config = folder / "config.yaml"
@@ -219,7 +220,8 @@ def convert_joeynmt(path: str | os.PathLike) -> Seq2Seq:
     if int(testing.get("max_output_length", -1)) > 0:
         search["max_length"] = int(testing["max_output_length"])
     try:
-        model = Seq2Seq(src_vocab, tgt_vocab, **arch, val_bleu=False, search_defaults=search)
+        model = Seq2Seq(src_vocab, tgt_vocab, **({"val_bleu": False, "search_defaults": search, **arch}
+                                                 | hyperparameters))
     except ConfigError as exc:  # e.g. init_hidden "last" with a decoder that is not 2h or h wide
         raise _fail(config, f"model: {exc}") from exc
     try:
@@ -227,3 +229,7 @@ def convert_joeynmt(path: str | os.PathLike) -> Seq2Seq:
     except (KeyError, RuntimeError) as exc:
         raise _fail(ckpt_path, f"its parameters do not match config.yaml's model ({type(exc).__name__}: {exc})") from exc
     return model.eval()
+
+
+#: the name :func:`seqlearn.convert.convert` calls
+convert = convert_joeynmt
