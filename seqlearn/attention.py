@@ -98,14 +98,15 @@ class BahdanauAttention(Attention):
     """Additive attention (Bahdanau et al. 2014): ``v · tanh(W q + U k)``.
 
     ``U k`` does not depend on the decoder step, so :meth:`project_keys` computes it once
-    per batch.  ``attention_size`` defaults to ``query_size``.
+    per batch.  ``attention_size`` defaults to ``query_size``.  ``key_bias=False`` drops the
+    bias of ``U`` (JoeyNMT's form: no bias anywhere in the score).
     """
 
-    def __init__(self, query_size: int, memory_size: int, attention_size: int | None = None):
+    def __init__(self, query_size: int, memory_size: int, attention_size: int | None = None, key_bias: bool = True):
         super().__init__(query_size, memory_size)
         size = attention_size or query_size
         self.query_layer = nn.Linear(query_size, size, bias=False)
-        self.key_layer = nn.Linear(memory_size, size)
+        self.key_layer = nn.Linear(memory_size, size, bias=key_bias)
         self.energy = nn.Parameter(torch.empty(size))
         nn.init.uniform_(self.energy, -size**-0.5, size**-0.5)
 

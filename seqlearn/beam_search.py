@@ -17,7 +17,7 @@ from .search import (
 )
 
 #: when beam search lets a sentence go (see :func:`beam_search`)
-STOPPINGS = ("exact", "heuristic", "first")
+STOPPINGS = ("exact", "heuristic", "first", "slots")
 
 
 def _gnmt(length: float, alpha: float) -> float:
@@ -169,6 +169,11 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
     steps, but a longer hypothesis that would have won can be missed.  ``stopping="first"``
     lets a sentence go as soon as its best extension ends in ``</s>`` and it holds
     ``n_best`` finished hypotheses (OpenNMT-py's rule): fewer steps still, with the same risk.
+    ``stopping="slots"`` is JoeyNMT 2.x's beam: the ``beam_size`` best extensions all stay in
+    the beam, those ending in ``</s>`` too, and a finished hypothesis goes on being extended
+    (its continuations are never results); a sentence ends once every beam slot has held an
+    extension ending in ``</s>`` at some step (a flag per slot *position*, sticky whichever
+    hypothesis later moves there), and its result is the best hypothesis that finished.
     ``block_ngram_repeat = n > 0`` forbids any token that would repeat an n-gram of the
     hypothesis.  Step log-probabilities must be <= 0.
 
@@ -197,6 +202,7 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
     beam_offsets = torch.arange(width, device=device)
     prev = first_tokens(bos_index, batch, 1, device)
     history = torch.empty(batch, 0, dtype=torch.long, device=device)  # (rows, t)
+    slot_ended = torch.zeros(batch, width, dtype=torch.bool, device=device)  # stopping="slots": (live, width)
     attn_history: torch.Tensor | None = None  # (rows, t, S)
     for t in range(max_length):
         log_probs, state, attn = step(prev, state)
@@ -227,6 +233,9 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
 
         best_scores, best_index, best_token = top_scores[:, :width], top_index[:, :width], top_token[:, :width]
         ends = is_eos[:, :width] if steps < max_length else torch.ones_like(best_token, dtype=torch.bool)
+        if stopping == "slots":  # a finished hypothesis stays in the beam: only its first </s> finishes it
+            ended_before = (history == eos_index).any(1).index_select(0, (base + best_index // vocab).view(-1))
+            ends = ends & ~ended_before.view_as(ends)
         final_scores = best_scores.masked_fill(~ends, NEG_INF) / lp(steps)
         if (final_scores > finished.worst()[:, None]).any():
             rows = (base + best_index // vocab).view(-1)
@@ -244,14 +253,20 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
         if steps == max_length:
             done = torch.ones(live, dtype=torch.bool, device=device)
         else:
-            continuing = top_scores.masked_fill(is_eos, NEG_INF)
-            if not beam_refill:  # a finished hypothesis' slot stays empty for this step
-                continuing = continuing[:, :width]
+            if stopping == "slots":  # finished hypotheses keep their slots
+                continuing = top_scores[:, :width]
+            else:
+                continuing = top_scores.masked_fill(is_eos, NEG_INF)
+                if not beam_refill:  # a finished hypothesis' slot stays empty for this step
+                    continuing = continuing[:, :width]
             if continuing.size(1) < width:  # a first step with fewer tokens than beams: empty beams
                 continuing = F.pad(continuing, (0, width - continuing.size(1)), value=NEG_INF)
                 top_index = F.pad(top_index, (0, width - top_index.size(1)))
-            beam_scores, position = continuing.topk(width, dim=1)
-            index = top_index.gather(1, position)
+            if stopping == "slots":  # ranked already; the order of the slots is what the flags follow
+                beam_scores, index = continuing.contiguous(), top_index[:, :width]
+            else:
+                beam_scores, position = continuing.topk(width, dim=1)
+                index = top_index.gather(1, position)
             rows = (base + index // vocab).view(-1)
             prev = (index % vocab).view(-1)
             # a reordering within sentences leaves what every row of a sentence shares alone
@@ -261,7 +276,10 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
             if attn_history is not None:
                 attn_history = attn_history.index_select(0, rows)
             best_live = beam_scores.max(1).values
-            if stopping == "first":
+            if stopping == "slots":
+                slot_ended |= (prev.view(live, width) == eos_index) | (beam_scores == NEG_INF)
+                done = slot_ended.all(1)
+            elif stopping == "first":
                 done = (is_eos[:, 0] & (finished.worst() > NEG_INF)) | (best_live == NEG_INF)
             else:
                 reachable = lp(steps + 1) if stopping == "heuristic" else max(lp(steps + 1), lp(max_length))
@@ -275,6 +293,7 @@ def beam_search(step: StepFn, state: State, *, bos_index: int | torch.Tensor, eo
                 break
             rows = (keep[:, None] * width + beam_offsets).view(-1)
             sentence_ids, beam_scores = sentence_ids.index_select(0, keep), beam_scores.index_select(0, keep)
+            slot_ended = slot_ended.index_select(0, keep)
             finished.select(keep)
             state, prev, history = select_rows(state, rows), prev.index_select(0, rows), history.index_select(0, rows)
             if attn_history is not None:

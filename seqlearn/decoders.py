@@ -6,7 +6,7 @@ A decoder is registered in :data:`seqlearn.registry.decoders` and built with key
 
     Decoder(embedding_dim=, hidden_size=, memory_size=, encoder_state_size=, output_size=,
             cell="gru", num_layers=1, attention="bahdanau", dropout=0.0,
-            cell_options=None, attention_options=None, bridge=True, **options)
+            cell_options=None, attention_options=None, bridge=True, initial_state="layers", **options)
 
 ``memory_size`` is the size of the encoder outputs, ``encoder_state_size`` that of each
 tensor of an encoder layer's final state (see :class:`~seqlearn.encoder.RNNEncoder`),
@@ -37,8 +37,12 @@ must then agree).  Decoder layer ``i`` of ``n`` starts from encoder layer ``m - 
 the bridge: ``bridge_activation`` (``"tanh"`` or ``"relu"``) and ``bridge_layers``:
 ``"each"`` (one ``W`` shared by the layers, each layer's state on its own) or ``"joint"``
 (one ``W`` over the states of all ``n`` layers concatenated, its output split back into
-``n`` layers: the layers mix, as in OpenNMT-py's bridge).  Between stacked
-layers variational dropout is applied with one mask per sequence, kept in the state.
+``n`` layers: the layers mix, as in OpenNMT-py's bridge).  Other ``initial_state`` rules
+(JoeyNMT's ``init_hidden``): ``"top"`` starts every layer from the top encoder layer's final
+output ``s`` alone -- ``act(W s + b)`` with the bridge, else ``s`` copied (only its first,
+forward half when it is twice the hidden size) -- and an LSTM's cell state equal to it;
+``"zero"`` starts from zeros.  Between stacked layers variational dropout is applied with
+one mask per sequence, kept in the state.
 """
 from __future__ import annotations
 
@@ -53,6 +57,9 @@ from .encoder import RNNLayer
 from .errors import ConfigError
 
 DecoderState = dict[str, torch.Tensor]
+
+#: where the recurrent state starts (see the module docstring)
+INITIAL_STATES = ("layers", "top", "zero")
 
 
 class Decoder(nn.Module):
@@ -82,8 +89,12 @@ class Decoder(nn.Module):
         bridge: bool = True,
         bridge_activation: str = "tanh",
         bridge_layers: str = "each",
+        initial_state: str = "layers",
     ):
         super().__init__()
+        if initial_state not in INITIAL_STATES:
+            raise ConfigError(f"decoder: initial_state must be one of {', '.join(INITIAL_STATES)}; got {initial_state!r}")
+        self.initial_state = initial_state
         if bridge_activation not in ("tanh", "relu") or bridge_layers not in ("each", "joint"):
             raise ConfigError(
                 f"decoder: bridge_activation must be tanh or relu and bridge_layers each or joint; got "
@@ -100,11 +111,14 @@ class Decoder(nn.Module):
         probe = self.layers[0].cells[0].init_state(1)
         self._tuple_state = not isinstance(probe, torch.Tensor)
         self._state_arity = len(state_tensors(probe))
-        if bridge:
-            joint = num_layers if bridge_layers == "joint" else 1
+        # "top" bridges the top layer's output alone: one linear layer whatever the cell
+        bridges = self._state_arity if initial_state == "layers" else 1
+        copies_half = initial_state == "top" and encoder_state_size == 2 * hidden_size
+        if bridge and initial_state != "zero":
+            joint = num_layers if bridge_layers == "joint" and initial_state == "layers" else 1
             self.bridge = nn.ModuleList(nn.Linear(joint * encoder_state_size, joint * hidden_size)
-                                        for _ in range(self._state_arity))
-        elif encoder_state_size != hidden_size:
+                                        for _ in range(bridges))
+        elif encoder_state_size != hidden_size and initial_state != "zero" and not copies_half:
             raise ConfigError(
                 f"decoder: bridge=False copies the encoder's final state, which has size {encoder_state_size}, "
                 f"into a decoder of hidden size {hidden_size}; make them equal or use the bridge"
@@ -124,7 +138,10 @@ class Decoder(nn.Module):
     def init_state(self, memory: torch.Tensor, mask: torch.Tensor, encoder_finals: list[State]) -> DecoderState:
         """The state before the first step (see the module docstring)."""
         n, m = len(self.layers), len(encoder_finals)
-        hidden = self._bridge([encoder_finals[max(0, m - n + i)] for i in range(n)])
+        if self.initial_state == "layers":
+            hidden = self._bridge([encoder_finals[max(0, m - n + i)] for i in range(n)])
+        else:
+            hidden = [self._top_state(memory, encoder_finals[-1])] * n
         state = {"memory": memory, "mask": mask, **self._pack(hidden)}
         if self.attends:
             state["keys"] = self.attention.project_keys(memory)
@@ -146,6 +163,18 @@ class Decoder(nn.Module):
                      for lin, ts in zip(self.bridge, zip(*(state_tensors(f) for f in finals)))]
             layers = [tuple(part[i] for part in joint) for i in range(n)]
         return [parts if self._tuple_state else parts[0] for parts in layers]
+
+    def _top_state(self, memory: torch.Tensor, top_final: State) -> State:
+        """The state of every layer under the ``"top"`` and ``"zero"`` rules: from the top
+        encoder layer's final output ``(batch, encoder_state_size)``, each tensor of it the same."""
+        if self.initial_state == "zero":
+            h = memory.new_zeros(memory.size(0), self.hidden_size)
+        elif self.bridge is None:
+            h = cell_output(self.layers[0].cells[0], top_final)[:, : self.hidden_size]
+        else:
+            act = torch.relu if self.bridge_activation == "relu" else torch.tanh
+            h = act(self.bridge[0](cell_output(self.layers[0].cells[0], top_final)))
+        return tuple(h for _ in range(self._state_arity)) if self._tuple_state else h
 
     def _pack(self, hidden: list[State]) -> DecoderState:
         return {f"hidden.{i}.{k}": t for i, s in enumerate(hidden) for k, t in enumerate(state_tensors(s))}

@@ -104,7 +104,7 @@ class FineTuningMethods:
                                           padding_idx=self.src_vocab.pad_index)
         self.tgt_embedding = nn.Embedding(len(self.tgt_vocab), self.tgt_embedding.embedding_dim,
                                           padding_idx=self.tgt_vocab.pad_index)
-        self.generator = nn.Linear(self.generator.in_features, len(self.tgt_vocab))
+        self.generator = nn.Linear(self.generator.in_features, len(self.tgt_vocab), bias=self.generator.bias is not None)
         self._reset_embeddings()
         if h.tie_embeddings:
             self.generator.weight = self.tgt_embedding.weight
@@ -123,7 +123,7 @@ class FineTuningMethods:
         }
         fresh = self.state_dict()
         weights = dict(weights)
-        for key, side in rows.items():
+        for key, side in ((k, side) for k, side in rows.items() if k in fresh):  # a generator may have no bias
             new_vocab = self.src_vocab if side == "src" else self.tgt_vocab
             weights[key] = _remap_rows(fresh[key], weights[key], old[side].itos, new_vocab.stoi)
         self.load_state_dict(weights)

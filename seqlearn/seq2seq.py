@@ -152,7 +152,8 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
     the decoder output then has ``embedding_dim`` units); ``cell_options``,
     ``attention_options`` and ``decoder_options`` (e.g. ``{"input_feeding": False}`` for the
     fused Luong path) are passed to the components.  ``tgt_embedding_dim``: the target
-    embeddings' size when it differs from the source's ``embedding_dim``.
+    embeddings' size when it differs from the source's ``embedding_dim``.  ``output_bias``:
+    whether the output layer has a bias (JoeyNMT's has none).
 
     Models converted from other tools (:mod:`seqlearn.convert`) keep those tools' conventions:
     ``src_eos`` (append ``</s>`` to every source; OpenNMT-py does not); ``mask_specials``,
@@ -226,6 +227,7 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
         src_eos: bool = True,
         mask_specials: str = "before_softmax",
         search_defaults: dict[str, Any] | None = None,
+        output_bias: bool = True,
     ):
         super().__init__()
         src, tgt = Vocab.coerce(src_vocab, "src_vocab"), Vocab.coerce(tgt_vocab, "tgt_vocab")
@@ -284,7 +286,7 @@ class Seq2Seq(TranslationMethods, FineTuningMethods, SafeCheckpointLoading, Trai
             bridge=bridge,
             **(decoder_options or {}),
         )
-        self.generator = nn.Linear(output_size, len(tgt))
+        self.generator = nn.Linear(output_size, len(tgt), bias=output_bias)
         # <pad> and <s> are never a next token: masking them keeps search from emitting them
         specials = torch.tensor([tgt.pad_index, tgt.bos_index])
         self.register_buffer("_never_next", specials if mask_specials == "before_softmax" else specials[:0],
