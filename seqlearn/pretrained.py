@@ -47,7 +47,7 @@ from .errors import CheckpointError, ConfigError
 from .renamed import RENAMED, loading_checkpoint
 from .vocab import Vocab
 
-__all__ = ["PretrainedMethods", "FORMAT", "PICKLE_SUFFIXES", "read_model", "load_model", "resolve",
+__all__ = ["PretrainedMethods", "FORMAT", "PICKLE_SUFFIXES", "read_model", "load_model", "resolve", "is_repo_id",
            "check_overrides", "card_text", "save_best_model"]
 
 FORMAT = "seqlearn.model/1"
@@ -96,9 +96,14 @@ def resolve(source: str | os.PathLike, revision: str | None = None) -> Path | No
             raise ConfigError(f"{path}: revision={revision!r} applies to Hub repo ids, not to local files or folders")
         return path if path.is_dir() else None
     name = os.fspath(source)
-    if not _REPO_ID.fullmatch(name) or name.lower().endswith(PICKLE_SUFFIXES):
+    if not is_repo_id(name):
         raise FileNotFoundError(errno.ENOENT, "no such checkpoint file or model folder", name)
     return _snapshot(name, revision)
+
+
+def is_repo_id(name: str) -> bool:
+    """Whether ``name`` is spelled like a Hub repo id (``name`` or ``org/name``, not a ``.ckpt``)."""
+    return bool(_REPO_ID.fullmatch(name)) and not name.lower().endswith(PICKLE_SUFFIXES)
 
 
 def _snapshot(repo_id: str, revision: str | None) -> Path:
