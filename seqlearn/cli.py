@@ -50,7 +50,7 @@ def _fit(args: argparse.Namespace) -> int:
     else:
         from .seq2seq_cli import fit
     cli = fit(args.lightning_args)
-    if args.save_pretrained:
+    if args.save_pretrained and cli.trainer.is_global_zero:  # one process writes it under DDP
         from .pretrained import save_best_model
 
         folder = save_best_model(cli.trainer, cli.model, args.save_pretrained)
