@@ -60,7 +60,8 @@ _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 #: model class -> (Hub pipeline tag, what it does, how to use it after loading)
 _TASKS = {
     "Seq2Seq": ("translation", "translation with an attention encoder-decoder RNN",
-                'model.translate(["ein hund läuft"], beam_size=5)[0][0].text', "seqlearn translate --ckpt {folder} < in.txt"),
+                'model.translate(["ein hund läuft"], beam_size=5)[0][0].text',
+                "seqlearn translate --ckpt {folder} < in.txt"),
     "Tagger": ("token-classification", "sequence tagging with a (Bi)RNN and a CRF or softmax head",
                'model.predict([["EU", "rejects", "German", "call"]])[0].tags', "seqlearn tag --ckpt {folder} < in.txt"),
     "LanguageModel": ("text-generation", "language modelling with an RNN",
@@ -392,8 +393,8 @@ def card_text(config: Mapping[str, Any], card: Mapping[str, Any], name: str) -> 
     pipeline, task, usage, command = _TASKS[class_name]
     hp = config["hyperparameters"]
     components = [r["name"] for r in (config.get("components") or {}).values() if r and "tokenizer" not in r["kind"]]
-    meta: dict[str, Any] = {"library_name": "seqlearn", "pipeline_tag": pipeline,
-                            "tags": list(dict.fromkeys(["seqlearn", "rnn", pipeline, *components, *card.get("tags", [])]))}
+    tags = list(dict.fromkeys(["seqlearn", "rnn", pipeline, *components, *card.get("tags", [])]))
+    meta: dict[str, Any] = {"library_name": "seqlearn", "pipeline_tag": pipeline, "tags": tags}
     if card.get("language"):
         meta["language"] = [card["language"]] if isinstance(card["language"], str) else list(card["language"])
     if card.get("license"):
