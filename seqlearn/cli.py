@@ -4,12 +4,14 @@
     seqlearn tag --ckpt T.ckpt < in.txt > out.conll
                                 tag one sentence per line with a trained Tagger; writes
                                 token<TAB>tag lines, a blank line after each sentence
+                                (--ckpt: a checkpoint, a model folder or a Hub repo id, also below)
     seqlearn export --ckpt M.ckpt --out DIR [--format torchscript|onnx]
                                 export a trained Seq2Seq, Tagger, LanguageModel or
                                 SequenceClassifier for serving (seqlearn.serving) without seqlearn
     seqlearn fit --config default_task [--trainer.max_epochs 4 ...]
                                 train a Seq2Seq with Lightning's CLI (a config file or the
-                                name of a bundled one: default_task, multi30k_de_en)
+                                name of a bundled one: default_task, multi30k_de_en);
+                                --save-pretrained DIR writes the best model as a model folder
     seqlearn fit --config conll2003_ner --data.data_dir ../shared/data/conll2003
                                 train a Tagger (configs whose model.class_path is seqlearn.Tagger;
                                 bundled: conll2003_ner, ud_ewt_upos)
@@ -19,7 +21,7 @@
     seqlearn convert --from opennmt-py|joeynmt IN OUT_FOLDER
                                 convert another tool's translation model (an OpenNMT-py
                                 checkpoint, a JoeyNMT model folder) into a seqlearn model folder
-    seqlearn average A.ckpt B.ckpt C.ckpt --out AVG.ckpt
+    seqlearn average A.ckpt B.ckpt C.ckpt --out AVG_FOLDER (or AVG.ckpt)
                                 average the weights of checkpoints of one run
 """
 from __future__ import annotations
@@ -53,15 +55,23 @@ def _fit(args: argparse.Namespace) -> int:
         from .tagger_cli import fit
     else:
         from .seq2seq_cli import fit
-    fit(args.lightning_args)
+    cli = fit(args.lightning_args)
+    if args.save_pretrained and cli.trainer.is_global_zero:  # one process writes it under DDP
+        from .pretrained import save_best_model
+
+        folder = save_best_model(cli.trainer, cli.model, args.save_pretrained)
+        print(f"seqlearn fit: saved the best {type(cli.model).__name__} as the model folder {folder}")
     return 0
 
 
 def _missing_checkpoint(command: str, path: str) -> bool:
-    """Say so on stderr (exit status 2 follows) rather than show a traceback."""
-    if os.path.isfile(path):
+    """Say so on stderr (exit status 2 follows) rather than show a traceback: a ``--ckpt``
+    that is no checkpoint file, no model folder and cannot be a Hub repo id."""
+    from .pretrained import is_repo_id
+
+    if os.path.exists(path) or is_repo_id(path):
         return False
-    print(f"seqlearn {command}: {path}: no such checkpoint file", file=sys.stderr)
+    print(f"seqlearn {command}: {path}: no such checkpoint file or model folder", file=sys.stderr)
     return True
 
 
@@ -69,11 +79,12 @@ def _translate(args: argparse.Namespace) -> int:
     if any(_missing_checkpoint("translate", path) for path in args.ckpt):
         return 2
     from .ensemble import Ensemble
+    from .pretrained import load_model
     from .seq2seq import Seq2Seq
     from .seq2seq_cli import translate_lines
 
     if len(args.ckpt) == 1:
-        model = Seq2Seq.load_from_checkpoint(args.ckpt[0], map_location=args.device)
+        model = load_model(args.ckpt[0], Seq2Seq, map_location=args.device)
     else:
         model = Ensemble.from_checkpoints(args.ckpt, map_location=args.device)
     # a search setting not given on the command line is the model's own (its search_defaults)
@@ -100,6 +111,8 @@ def _add_seq2seq_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", add_help=False, help="train a Seq2Seq, or a Tagger when the config's model.class_path is "
                        "seqlearn.Tagger, with LightningCLI: seqlearn fit --config FILE|NAME [--trainer.* --model.* "
                        "--data.*]; seqlearn fit --config FILE|NAME --help for all options")
+    p.add_argument("--save-pretrained", metavar="DIR", default=None,
+                   help="after training, write the best model (the best or last checkpoint) as a model folder")
     p.set_defaults(func=_fit, passes_through=True)
     p = sub.add_parser(
         "translate",
@@ -109,8 +122,9 @@ def _add_seq2seq_parsers(sub: argparse._SubParsersAction) -> None:
         "Moses n-best lines 'index ||| translation ||| score' instead.",
     )
     p.add_argument("--ckpt", required=True, nargs="+", metavar="CKPT",
-                   help="Seq2Seq checkpoint (.ckpt) written by Lightning; several: translate with their ensemble "
-                   "(the mean of their log-probabilities at every step; they must share the target vocabulary)")
+                   help="Seq2Seq checkpoint (.ckpt) written by Lightning, a model folder (save_pretrained) or a "
+                   "Hugging Face Hub repo id; several: translate with their ensemble (the mean of their "
+                   "log-probabilities at every step; they must share the target vocabulary)")
     p.add_argument("--beam-size", type=int, default=5, help="beam width; 1 is greedy search (default 5)")
     p.add_argument("--n-best", type=int, default=1, help="hypotheses per sentence, at most the beam size (default 1)")
     p.add_argument("--max-length", type=int, default=None,
@@ -150,12 +164,13 @@ def _add_seq2seq_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _tag(args: argparse.Namespace) -> int:
+    from .pretrained import load_model
     from .tagger import Tagger
     from .tagger_cli import tag_lines
 
     if _missing_checkpoint("tag", args.ckpt):
         return 2
-    tagger = Tagger.load_from_checkpoint(args.ckpt, map_location=args.device)
+    tagger = load_model(args.ckpt, Tagger, map_location=args.device)
     tag_lines(tagger, sys.stdin, sys.stdout, batch_size=args.batch_size, confidence=args.confidence, scheme=args.scheme)
     return 0
 
@@ -179,11 +194,8 @@ def _average(args: argparse.Namespace) -> int:
     model = average_checkpoints(args.checkpoints)
     if args.out.endswith(".ckpt"):
         save_checkpoint(model, args.out)
-    elif hasattr(model, "save_pretrained"):
-        model.save_pretrained(args.out)
     else:
-        raise ConfigError(f"--out {args.out}: writing a model folder needs save_pretrained, which this seqlearn "
-                          "lacks; give a file name ending in .ckpt")
+        model.save_pretrained(args.out)
     print(f"{args.out}: {type(model).__name__} averaged from {len(args.checkpoints)} checkpoints")
     return 0
 
@@ -200,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
         "token<TAB>tag line per token to stdout with a blank line after each sentence (an empty input line "
         "gives an empty sentence: just the blank line).",
     )
-    p.add_argument("--ckpt", required=True, help="Tagger checkpoint (.ckpt) written by Lightning")
+    p.add_argument("--ckpt", required=True, help="Tagger checkpoint (.ckpt) written by Lightning, a model folder "
+                   "(save_pretrained) or a Hugging Face Hub repo id")
     p.add_argument("--batch-size", type=int, default=64, help="sentences tagged at once (default 64)")
     p.add_argument("--confidence", action="store_true", help="add a third column: the probability of the tag")
     p.add_argument("--scheme", default=None, help="chunk scheme of the tags written (BIO, IOB1, BIOUL, BIOES; "
@@ -214,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
         "graphs, vocabularies and manifest.json into --out, each graph checked against the model's own outputs; "
         "serve the folder with seqlearn/serving.py (torch or onnxruntime alone).",
     )
-    p.add_argument("--ckpt", required=True, help="checkpoint (.ckpt) written by Lightning")
+    p.add_argument("--ckpt", required=True, help="checkpoint (.ckpt) written by Lightning, a model folder "
+                   "(save_pretrained) or a Hugging Face Hub repo id")
     p.add_argument("--out", required=True, help="folder to write the export into (created if missing)")
     p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript",
                    help="torchscript (.pt, torch.jit.load) or onnx (.onnx, onnxruntime); default torchscript")
@@ -227,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         "when --out ends in .ckpt, a model folder otherwise.",
     )
     p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoints (.ckpt) to average")
-    p.add_argument("--out", required=True, help="where to write the averaged model (NAME.ckpt: a checkpoint)")
+    p.add_argument("--out", required=True, help="where to write the averaged model: a model folder, or a checkpoint when it ends in .ckpt")
     p.set_defaults(func=_average)
     _add_seq2seq_parsers(sub)
     return parser

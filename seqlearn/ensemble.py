@@ -103,7 +103,9 @@ class Ensemble(TranslationMethods, nn.Module):
     def from_checkpoints(cls, paths: Sequence[str | os.PathLike], map_location: Any = None) -> "Ensemble":
         """The ensemble of the :class:`~seqlearn.Seq2Seq` checkpoints at ``paths`` (each loaded
         safely, :mod:`seqlearn.checkpoint_loading`); errors name the files."""
-        models = [Seq2Seq.load_from_checkpoint(path, map_location=map_location) for path in paths]
+        from .pretrained import load_model
+
+        models = [load_model(path, Seq2Seq, map_location=map_location) for path in paths]
         return cls(models, names=[os.fspath(path) for path in paths])
 
     # what TranslationMethods reads: the first member's vocabularies, tokenizers and device

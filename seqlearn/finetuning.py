@@ -3,13 +3,13 @@
 :class:`FineTuningMethods` is a part of :class:`~seqlearn.Seq2Seq`::
 
     model = Seq2Seq.from_pretrained("base.ckpt", extend_tgt=["Zugspitze"], freeze=["encoder"], lr=1e-4)
+    model = Seq2Seq.from_pretrained("org/de-en-gru", revision="v1", freeze=["embeddings"])   # a model folder
 
 Rows of the embeddings and the output layer follow their tokens (by string) from the old
 vocabularies to the new ones; everything else is copied as it is.
 """
 from __future__ import annotations
 
-import inspect
 import os
 from typing import Any, Iterable, Sequence
 
@@ -17,8 +17,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from .checkpoint_loading import load_checkpoint
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError
+from .pretrained import check_overrides, read_model
 from .vocab import Vocab
 
 __all__ = ["FineTuningMethods"]
@@ -44,6 +44,7 @@ class FineTuningMethods:
         cls,
         checkpoint: str | os.PathLike | pl.LightningModule,
         *,
+        revision: str | None = None,
         src_vocab: Vocab | dict[str, Any] | None = None,
         tgt_vocab: Vocab | dict[str, Any] | None = None,
         extend_src: Iterable[str] = (),
@@ -52,7 +53,8 @@ class FineTuningMethods:
         map_location: str | torch.device = "cpu",
         **overrides: Any,
     ) -> Any:
-        """A model to fine-tune, from a checkpoint file or a model, in one call.
+        """A model to fine-tune, from a checkpoint file, a model folder or Hub repo id (at
+        ``revision``; see :mod:`seqlearn.pretrained`) or a model, in one call.
 
         The new vocabularies are ``src_vocab``/``tgt_vocab`` (default: the checkpoint's),
         extended by the tokens ``extend_src``/``extend_tgt``.  Rows of embeddings and output
@@ -61,19 +63,17 @@ class FineTuningMethods:
         (``encoder``, ``decoder``, ``embeddings``, ``src_embedding``, ``tgt_embedding``);
         ``overrides`` replace training hyperparameters (``lr``, ``scheduled_sampling``...).
 
-        A checkpoint file is read safely (see :mod:`seqlearn.checkpoint_loading`); one that
-        is not a Seq2Seq checkpoint, or whose weights do not fit its vocabularies, raises
+        A checkpoint file or folder is read safely (see :mod:`seqlearn.checkpoint_loading`);
+        one that is not of a Seq2Seq, or whose weights do not fit its vocabularies, raises
         :class:`~seqlearn.errors.CheckpointError`.  A vocabulary of the wrong kind raises
         :class:`~seqlearn.errors.VocabError` or :class:`~seqlearn.errors.ConfigError`.
         """
         if isinstance(checkpoint, cls):
             hparams, weights, where = dict(checkpoint.hparams), checkpoint.state_dict(), "the given model"
         else:
-            ckpt = load_checkpoint(checkpoint, map_location, cls)
-            hparams, weights, where = dict(ckpt["hyper_parameters"]), ckpt["state_dict"], os.fspath(checkpoint)
-        unknown = sorted(set(overrides) - set(inspect.signature(cls.__init__).parameters))
-        if unknown:
-            raise ConfigError(f"from_pretrained: unknown hyperparameter(s) {', '.join(unknown)}")
+            ckpt, where = read_model(checkpoint, cls, revision=revision, map_location=map_location)
+            hparams, weights = dict(ckpt["hyper_parameters"]), ckpt["state_dict"]
+        check_overrides(cls, overrides)
         old = {side: Vocab.from_dict(hparams[f"{side}_vocab"], source=f"{where}: {side}_vocab") for side in ("src", "tgt")}
         new = {}
         for side, given, extra in (("src", src_vocab, extend_src), ("tgt", tgt_vocab, extend_tgt)):

@@ -122,17 +122,18 @@ class Seq2SeqCLI(LightningCLI):
         self.model.hparams.update(src_vocab=self.model.src_vocab.to_dict(), tgt_vocab=self.model.tgt_vocab.to_dict())
 
 
-def fit(args: list[str]) -> None:
+def fit(args: list[str]) -> LightningCLI:
     """``seqlearn fit ARGS``: LightningCLI's ``fit`` with ``ARGS`` (``--config``, ``--trainer.*``,
     ``--model.*``, ``--data.*``).  ``--config NAME`` also accepts the name of a bundled config
     (``default_task``, ``multi30k_de_en``).  A config that does not parse, has unknown keys or
     values of the wrong type raises :class:`~seqlearn.errors.ConfigError` naming it; components
     are registry names, looked up and never imported (an unknown one is an
-    :class:`~seqlearn.errors.UnknownComponentError`).  Resuming is safe: see :func:`fit_arguments`."""
+    :class:`~seqlearn.errors.UnknownComponentError`).  Resuming is safe: see :func:`fit_arguments`.
+    Returns the CLI (its ``trainer`` and ``model``)."""
     args = fit_arguments(args)
     with config_errors(args):
-        Seq2SeqCLI(Seq2Seq, TranslationDataModule, args=["fit", *args], save_config_kwargs={"overwrite": True},
-                   parser_kwargs=RAISE_PARSE_ERRORS)
+        return Seq2SeqCLI(Seq2Seq, TranslationDataModule, args=["fit", *args],
+                          save_config_kwargs={"overwrite": True}, parser_kwargs=RAISE_PARSE_ERRORS)
 
 
 def translate_lines(model: Seq2Seq, lines: Iterable[str], out: TextIO, *, n_best: int = 1, detokenize: bool = True,

@@ -60,14 +60,14 @@ def is_tagger_config(args: list[str]) -> bool:
     return any(_model_class_path(c) in ("seqlearn.Tagger", "seqlearn.tagger.Tagger", "Tagger") for c in configs)
 
 
-def fit(args: list[str]) -> None:
+def fit(args: list[str]) -> LightningCLI:
     """``seqlearn fit ARGS`` for a tagger config: LightningCLI's ``fit`` with ``--config``
     (a path, or the name of a bundled config: ``conll2003_ner``, ``ud_ewt_upos``),
-    ``--trainer.*``, ``--model.init_args.*``, ``--data.*``."""
+    ``--trainer.*``, ``--model.init_args.*``, ``--data.*``; returns the CLI."""
     args = fit_arguments(args)
     with config_errors(args):
-        TaggerCLI(Tagger, TaggingDataModule, subclass_mode_model=True, args=["fit", *args],
-                  save_config_kwargs={"overwrite": True}, parser_kwargs=RAISE_PARSE_ERRORS)  # fmt: skip
+        return TaggerCLI(Tagger, TaggingDataModule, subclass_mode_model=True, args=["fit", *args],
+                         save_config_kwargs={"overwrite": True}, parser_kwargs=RAISE_PARSE_ERRORS)  # fmt: skip
 
 
 def tag_lines(tagger: Tagger, lines: Iterable[str], out: TextIO, *, batch_size: int = 64, confidence: bool = False,

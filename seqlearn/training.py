@@ -35,7 +35,9 @@ It also gives them:
   adds, and under ``checkpoint["seqlearn"]`` the provenance of every registry-built
   component a subclass names in :meth:`~TrainingModule.registered_components`, so that
   loading where a plugin is missing names the distribution to install
-  (:mod:`seqlearn.provenance`).
+  (:mod:`seqlearn.provenance`);
+* Hub-format model folders: ``model.save_pretrained(folder)`` and
+  ``Cls.from_pretrained(folder_or_repo_id)`` (:mod:`seqlearn.pretrained`).
 
 :func:`evaluating` is the one way seqlearn runs a module for inference (``translate``,
 ``predict``, ``generate``, ``perplexity``, export): eval mode without gradients, every
@@ -54,6 +56,7 @@ from torch import nn
 
 from .checkpointing import TrainingState
 from .errors import BatchMemoryError, ConfigError, NonFiniteLossError
+from .pretrained import PretrainedMethods
 from .provenance import checkpoint_record, component_provenance
 
 __all__ = ["TrainingModule", "BatchResult", "NONFINITE_POLICIES", "evaluating", "is_out_of_memory"]
@@ -112,7 +115,7 @@ class BatchResult:
     outputs: list[Any] = field(default_factory=list)
 
 
-class TrainingModule(pl.LightningModule):
+class TrainingModule(PretrainedMethods, pl.LightningModule):
     """A LightningModule with seqlearn's training steps and fault handling (see the module
     docstring).
 

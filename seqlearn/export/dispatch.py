@@ -73,12 +73,16 @@ def export(model: nn.Module, directory: str | Path, format: str = "torchscript",
 def export_checkpoint(path: str | Path, directory: str | Path, format: str = "torchscript", *,
                       check: bool = True) -> Path:
     """Load a seqlearn checkpoint file -- of whichever exportable model (Seq2Seq, Tagger,
-    LanguageModel, SequenceClassifier) its hyperparameters are the arguments of -- on the
-    CPU and :func:`export` it (``seqlearn export``).  Checkpoints are read as data only
+    LanguageModel, SequenceClassifier) its hyperparameters are the arguments of -- or a
+    model folder or Hub repo id (:mod:`seqlearn.pretrained`) on the CPU and :func:`export`
+    it (``seqlearn export``).  Checkpoints are read as data only
     (:mod:`seqlearn.checkpoint_loading`); one of no exportable model raises
     :class:`~seqlearn.errors.ExportError`.  Returns ``directory``."""
     from ..checkpoint_loading import load_checkpoint, takes_hyperparameters
+    from ..pretrained import load_model, resolve
 
+    if resolve(path) is not None:  # a model folder or Hub repo id: its config names the class
+        return export(load_model(path, map_location="cpu"), directory, format, check=check)
     checkpoint = load_checkpoint(path, "cpu")
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     # the LightningModules among the exportable classes: those that have checkpoints
