@@ -32,7 +32,7 @@ import os
 import sys
 
 from . import registry
-from .errors import ConfigError, SeqlearnError
+from .errors import SeqlearnError
 from .notices import quiet_third_party_notices
 
 
