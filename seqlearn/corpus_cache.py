@@ -35,15 +35,16 @@ import os
 import shutil
 import socket
 import uuid
+import warnings
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Sequence
 
 import numpy as np
 
 from .token_arrays import TokenArray, map_array
 
-__all__ = ["default_cache_dir", "cache_key", "file_identity", "tokenizer_identity", "CacheWriter", "open_entry",
-           "FORMAT"]  # fmt: skip
+__all__ = ["default_cache_dir", "cache_key", "file_identity", "tokenizer_identity", "vocab_identity", "identifiable",
+           "CacheWriter", "open_entry", "entry_for", "FORMAT"]  # fmt: skip
 
 #: the layout version, part of every key: a new layout never reads an old one's folders
 FORMAT = "seqlearn.corpus-cache/1"
@@ -84,6 +85,23 @@ def tokenizer_identity(tokenizer: Any) -> str | None:
     if type(tokenizer).__repr__ is object.__repr__:
         return None
     return f"{kind}:{tokenizer!r}"
+
+
+def identifiable(tokenizers: Sequence[Any], warn: bool = True) -> bool:
+    """Whether the key can tell every one of ``tokenizers`` apart (:func:`tokenizer_identity`).
+    When not, the training split is read in memory rather than risk a stale cache, and (with
+    ``warn``) a warning says why."""
+    opaque = [t for t in tokenizers if tokenizer_identity(t) is None]
+    if opaque and warn:
+        warnings.warn(f"the training split is read in memory, not prepared into the corpus cache: seqlearn cannot "
+                      f"tell when tokenizer {opaque[0]!r} changes; give it a cache_identity() method returning a "
+                      "string that changes with its output", stacklevel=3)  # fmt: skip
+    return not opaque
+
+
+def vocab_identity(vocab: Any) -> str | None:
+    """A given vocabulary as the key sees it: the hash of its JSON (None: built from the data)."""
+    return None if vocab is None else hashlib.sha256(json.dumps(vocab.to_dict()).encode()).hexdigest()
 
 
 def _fsync_folder(path: Path) -> None:
@@ -157,6 +175,10 @@ class CacheWriter:
     def write_bytes(self, name: str, data: bytes) -> None:
         self._file(name).write(data)
 
+    def write_vocab(self, name: str, vocab: Any) -> None:
+        """``vocab`` as ``<name>.vocab.json`` (read back with ``Vocab.load``)."""
+        self.write_bytes(f"{name}.vocab.json", json.dumps(vocab.to_dict(), ensure_ascii=False).encode("utf-8"))
+
     def commit(self, meta: dict[str, Any]) -> Path:
         """fsync everything, write ``meta.json`` and ``COMPLETE``, rename into place; the
         entry's final folder.  If another process committed the same key first, its entry
@@ -214,6 +236,15 @@ def open_entry(root: str | os.PathLike, key: str) -> tuple[Path, dict[str, Any]]
     if not marker.is_file() or marker.read_text(encoding="utf-8") != key:
         return None
     return folder, json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+
+
+def entry_for(cache_dir: str | os.PathLike | None, parts: dict[str, Any],
+              prepare: Callable[[Path, str], tuple[Path, dict[str, Any]]]) -> tuple[Path, dict[str, Any]]:
+    """``(folder, meta)`` of the entry keyed by ``parts`` in ``cache_dir`` (None:
+    :func:`default_cache_dir`), made by ``prepare(root, key)`` when there is none."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = cache_key(parts)
+    return open_entry(root, key) or prepare(root, key)
 
 
 def open_side(folder: Path, meta: dict[str, Any], side: str) -> TokenArray:

@@ -31,7 +31,8 @@ from .vocab import Vocab
 
 __all__ = ["encode_corpus", "available_cores"]
 
-# (tokenizers, vocabularies or None, max_length, which sides are SentencePiece ids), set in each worker by _init
+# (tokenizers, vocabularies or None, (min_length, max_length), which sides are SentencePiece ids), set in each
+# worker by _init
 _STATE: tuple | None = None
 _BLOCK = 1 << 24  # ids rewritten at a time once a built vocabulary is known
 
@@ -48,16 +49,17 @@ def _init(*state: Any) -> None:
 
 def _encode_chunk(rows: Sequence[tuple], state: tuple | None = None) -> list[tuple[list[str] | None, np.ndarray, np.ndarray]]:
     """Rows ``(line, text of side 0, text of side 1...)`` to, per side, ``(types, ids,
-    lengths)`` of the rows whose every side has at most ``max_length`` tokens: ids of the
-    vocabulary (types None), or indices into ``types``, this chunk's tokens in first-seen order."""
-    tokenizers, vocabs, max_length, direct = state if state is not None else _STATE
+    lengths)`` of the rows whose every side has ``min_length`` to ``max_length`` tokens: ids of
+    the vocabulary (types None), or indices into ``types``, this chunk's tokens in first-seen order."""
+    tokenizers, vocabs, (min_length, max_length), direct = state if state is not None else _STATE
     sides = []
     for k, (tokenizer, ids) in enumerate(zip(tokenizers, direct)):
         texts = [row[k + 1] for row in rows]
         # one thread each: the cores are busy with one worker process each
         sides.append(tokenizer.sp.encode(texts, num_threads=1) if ids else tokenize_batch(tokenizer, texts))
-    if max_length is not None:
-        keep = [i for i in range(len(rows)) if all(len(side[i]) <= max_length for side in sides)]
+    if max_length is not None or min_length:
+        longest = float("inf") if max_length is None else max_length
+        keep = [i for i in range(len(rows)) if all(min_length <= len(side[i]) <= longest for side in sides)]
         sides = [[side[i] for i in keep] for side in sides]
     return [_ids(side, vocab, ids) for side, vocab, ids in zip(sides, vocabs, direct)]
 
@@ -137,6 +139,7 @@ def encode_corpus(
     min_freq: int = 1,
     max_size: int | None = None,
     max_length: int | None = None,
+    min_length: int = 0,
     limit: int | None = None,
     processes: int | None = None,
 ) -> tuple[int, list[Vocab], dict[str, str]]:
@@ -144,13 +147,13 @@ def encode_corpus(
 
     vocabs: per side, the vocabulary to encode with, or None to build one from this
         split's counts (``min_freq``, ``max_size``).
-    max_length: drop rows with more tokens than this on any side; limit: stop after this
-        many kept rows.  processes: worker processes (default: every available core; 1
+    max_length, min_length: drop rows with more (fewer) tokens than this on any side;
+        limit: stop after this many kept rows.  processes: worker processes (default: every available core; 1
         encodes in this process).
     Returns the number of rows kept, the vocabularies and each side's id dtype.
     """
     direct = [_sentencepiece_ids(tok, vocab) for tok, vocab in zip(tokenizers, vocabs)]
-    state = (list(tokenizers), list(vocabs), max_length, direct)
+    state = (list(tokenizers), list(vocabs), (min_length, max_length), direct)
     written = [_Side(name, vocab, out) for name, vocab in zip(sides, vocabs)]
     kept = 0
     results = _encoded(chunks, state, available_cores() if processes is None else processes)

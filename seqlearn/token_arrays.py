@@ -71,6 +71,22 @@ class TokenArray:
     def __getitem__(self, i: int) -> np.ndarray:
         return self.tokens[self.offsets[i] : self.offsets[i + 1]]
 
+    def joined(self, separator: int) -> np.ndarray:
+        """Every sequence followed by ``separator``, one after the other: ``(total + n,)``
+        int64, laid out in one vectorized pass (a language model's stream, ``</s>`` after
+        every sentence).
+
+        >>> TokenArray.from_sequences([[5, 6], [7]]).joined(3).tolist()
+        [5, 6, 3, 7, 3]
+        """
+        ends = self.offsets[1:] + np.arange(len(self), dtype=np.int64)  # where each separator goes
+        out = np.empty(len(self.tokens) + len(self), dtype=np.int64)
+        is_token = np.ones(len(out), dtype=bool)
+        is_token[ends] = False
+        out[is_token] = self.tokens
+        out[ends] = separator
+        return out
+
     def padded(self, indices: Sequence[int], pad_index: int, bos: int | None = None, eos: int | None = None) -> Padded:
         """Sequences ``indices`` as a :class:`Padded` batch ``(batch, width)``, each between
         ``bos`` and ``eos`` when given, gathered from the flat array in one step."""
