@@ -47,12 +47,13 @@ class LanguageModelDataModule(CachedTrainingStream, pl.LightningDataModule):
     bptt: window length (truncated backpropagation through time).
     cache_dir: where a training split read from a file is prepared once as memory-mapped
         ids (:meth:`prepare_data`, :mod:`seqlearn.stream_cache`): a later run maps them
-        instead of reading and tokenizing the text again.  None (the default) reads it in
-        memory every time, as before; ``seqlearn.corpus_cache.default_cache_dir()`` is the
-        translation data module's folder.  The entry is keyed by the file (path, size,
-        modification time), the tokenizer, ``lowercase``, ``limit``, ``min_freq``,
-        ``max_size`` and a given ``vocab``.  Sentence lists, and the (small) validation and
-        test splits, are read in memory.
+        instead of reading and tokenizing the text again, and the windows are the same.
+        None (the default) reads it in memory every time, as before
+        (:func:`~seqlearn.corpus_cache.default_cache_dir` is the folder the translation data
+        module uses).  The entry is keyed by the file (path, size, modification time), the
+        tokenizer, ``lowercase``, ``limit``, ``min_freq``, ``max_size`` and a given
+        ``vocab``.  Sentence lists, and the (small) validation and test splits, are read in
+        memory.
 
     Every sentence is followed by ``</s>``; each split becomes one stream of ids
     (:meth:`stream`), cut by :func:`batchify` and served by :class:`StreamWindows` as
