@@ -42,9 +42,10 @@ from typing import Any, BinaryIO, Callable, Sequence
 import numpy as np
 
 from .token_arrays import TokenArray, map_array
+from .tokenizers import get_tokenizer
 
 __all__ = ["default_cache_dir", "cache_key", "file_identity", "tokenizer_identity", "vocab_identity", "identifiable",
-           "CacheWriter", "open_entry", "entry_for", "FORMAT"]  # fmt: skip
+           "CacheWriter", "open_entry", "entry_for", "CachedTrainingFile", "FORMAT"]  # fmt: skip
 
 #: the layout version, part of every key: a new layout never reads an old one's folders
 FORMAT = "seqlearn.corpus-cache/1"
@@ -245,6 +246,38 @@ def entry_for(cache_dir: str | os.PathLike | None, parts: dict[str, Any],
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = cache_key(parts)
     return open_entry(root, key) or prepare(root, key)
+
+
+class CachedTrainingFile:
+    """Mixed into a data module whose training split, one file, goes through the cache when
+    ``self.cache_dir`` is given (the language-model and classifier data modules): it has
+    ``sources``, ``tokenizer``, ``cache_dir``, ``_path``, ``_cacheable`` and ``_entry`` (both
+    None at first), and gives ``_cache_parts()`` and ``_prepare_train(root, key)``."""
+
+    def prepare_data(self) -> None:
+        """Encode a training file into the corpus cache (``cache_dir``) unless an entry for
+        this file and these options is there already.  Lightning calls this before
+        ``setup``, in one process per node; ``setup`` prepares when nobody did."""
+        if self._cached():
+            self._train_entry()
+
+    def _cached(self) -> bool:
+        """Whether the training split goes through the cache: ``cache_dir`` is given, the
+        split is a file, and the key can tell its tokenizer apart."""
+        if self._cacheable is None:
+            source = self.sources["train"]
+            self._cacheable = (self.cache_dir is not None and isinstance(source, (str, os.PathLike))
+                               and identifiable([get_tokenizer(self.tokenizer)]))  # fmt: skip
+        return self._cacheable
+
+    def _train_entry(self) -> tuple[Path, dict[str, Any]]:
+        """``(folder, meta)`` of the training file's entry, prepared if missing."""
+        if self._entry is None:
+            self._entry = entry_for(self.cache_dir, self._cache_parts(), self._prepare_train)
+        return self._entry
+
+    def _train_file(self) -> Path:
+        return self._path(self.sources["train"])
 
 
 def open_side(folder: Path, meta: dict[str, Any], side: str) -> TokenArray:

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import torch
 
-from .corpus_cache import CacheWriter, entry_for, file_identity, identifiable, open_entry, open_side, tokenizer_identity
+from .corpus_cache import CachedTrainingFile, CacheWriter, file_identity, open_entry, open_side, tokenizer_identity
 from .corpus_cache import vocab_identity
 from .corpus_encoding import encode_corpus
 from .errors import DataError
@@ -39,30 +39,10 @@ def _chunks(lines: Iterator[tuple[int, str]]) -> Iterator[list[tuple[int, str]]]
             yield chunk
 
 
-class CachedTrainingStream:
+class CachedTrainingStream(CachedTrainingFile):
     """Mixed into LanguageModelDataModule: the training file's cache entry, used when
     ``self.cache_dir`` is given, the training split is a file and the key can tell its
     tokenizer apart (:meth:`_cached`)."""
-
-    def prepare_data(self) -> None:
-        """Encode a training file into the corpus cache (``cache_dir``) unless an entry for
-        this file and these options is there already.  Lightning calls this before
-        ``setup``, in one process per node; ``setup`` prepares when nobody did."""
-        if self._cached():
-            self._train_entry()
-
-    def _cached(self) -> bool:
-        if self._cacheable is None:
-            source = self.sources["train"]
-            self._cacheable = (self.cache_dir is not None and isinstance(source, (str, os.PathLike))
-                               and identifiable([get_tokenizer(self.tokenizer)]))  # fmt: skip
-        return self._cacheable
-
-    def _train_entry(self) -> tuple[Path, dict[str, Any]]:
-        """``(folder, meta)`` of the training file's entry, prepared if missing."""
-        if self._entry is None:
-            self._entry = entry_for(self.cache_dir, self._cache_parts(), self._prepare_train)
-        return self._entry
 
     def _cached_vocab(self) -> Vocab:
         return Vocab.load(self._train_entry()[0] / "text.vocab.json")
@@ -82,9 +62,6 @@ class CachedTrainingStream:
             "limit": self.limit, "min_freq": self.min_freq, "max_size": self.max_size,
             "vocabulary": vocab_identity(self.vocab),
         }  # fmt: skip
-
-    def _train_file(self) -> Path:
-        return self._path(self.sources["train"])
 
     def _prepare_train(self, root: Path, key: str) -> tuple[Path, dict[str, Any]]:
         check_limits(None, self.limit)
