@@ -16,20 +16,28 @@ naming the file and line; so does a validation or test label the training data n
 
 >>> dm = ClassificationDataModule("train.tsv", "valid.tsv", multi_label=True)  # doctest: +SKIP
 >>> model = SequenceClassifier.from_datamodule(dm, pooling="attention")        # doctest: +SKIP
+
+With ``cache_dir``, a training file is tokenized and encoded once into the corpus cache
+(:mod:`seqlearn.classification_cache`); later runs map it instead of reading it again:
+
+>>> dm = ClassificationDataModule("train.tsv", "valid.tsv", cache_dir="cache")  # doctest: +SKIP
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from functools import partial
 from itertools import islice
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Iterator, Sequence, Union
 
 from .batching import ClassificationBatch, collate_classification
+from .classification_cache import CachedTrainingExamples
 from .splits_data import SplitsDataModule
 from .errors import ConfigError, DataError
 from .readers import PathLike, check_limits, iter_lines, tokenize_batch
+from .token_arrays import EncodedSequences
 from .tokenizers import get_tokenizer
 from .vocab import Vocab
 
@@ -72,12 +80,12 @@ def read_labeled_tsv(
         raise ConfigError("label_separator must be a non-empty string")
     path = os.fspath(path)
     tok = get_tokenizer(tokenizer)
-    rows = ((line, text) for line, text in iter_lines(path) if text.strip())
+    rows = labeled_lines(path, multi_label, label_separator)
     out: list[LabeledText] = []
     while limit is None or len(out) < limit:
         # never more lines than examples still wanted: lines past the limit are not read
         size = _CHUNK if limit is None else min(_CHUNK, limit - len(out))
-        chunk = [(line, *_fields(text, multi_label, label_separator, path, line)) for line, text in islice(rows, size)]
+        chunk = list(islice(rows, size))
         if not chunk:
             break
         texts = [text.lower() if lowercase else text for _, _, text in chunk]
@@ -87,6 +95,14 @@ def read_labeled_tsv(
             if max_length is None or len(tokens) <= max_length:
                 out.append(LabeledText(text, tokens, labels, line))
     return out
+
+
+def labeled_lines(path: str, multi_label: bool, separator: str) -> Iterator[tuple[int, list[str], str]]:
+    """``(line, labels, text)`` of each non-blank line of a labeled TSV file: what
+    :func:`read_labeled_tsv` tokenizes, and the corpus cache encodes."""
+    for line, text in iter_lines(path):
+        if text.strip():
+            yield line, *_fields(text, multi_label, separator, path, line)
 
 
 def _fields(text: str, multi_label: bool, separator: str, path: str, line: int) -> tuple[list[str], str]:
@@ -110,7 +126,7 @@ def _fields(text: str, multi_label: bool, separator: str, path: str, line: int) 
     return list(dict.fromkeys(labels)), body
 
 
-class ClassificationDataModule(SplitsDataModule):
+class ClassificationDataModule(CachedTrainingExamples, SplitsDataModule):
     """Labeled texts for :class:`~seqlearn.classifier.SequenceClassifier`.
 
     train, valid, test: each a TSV path (``label<TAB>text``; see the module docstring) or a
@@ -122,6 +138,16 @@ class ClassificationDataModule(SplitsDataModule):
         holds every training label (no specials).  Pass ``vocab`` / ``label_vocab`` to use
         existing ones (unknown words become ``<unk>``; an unknown label is a DataError).
     max_tokens, max_sentences, shuffle, seed: batching, as for translation.
+    cache_dir: where a training split read from a file is prepared once as memory-mapped
+        ids (:meth:`prepare_data`, :mod:`seqlearn.classification_cache`): a later run maps
+        them instead of reading and tokenizing the file again, and the batches are the
+        same.  None (the default) reads it in memory every time, as before.  The entry is
+        keyed by the file (path, size, modification time), the tokenizer and every option
+        above that changes the ids (``multi_label``, ``label_separator``, ``lowercase``,
+        ``max_length``, ``limit``, ``min_freq``, ``max_size``, given vocabularies).  With a
+        given ``label_vocab``, a training label it lacks is a DataError even on a text that
+        ``max_length`` drops.  Example lists, and the (small) validation and test splits,
+        are read in memory.
 
     Batches are :class:`ClassificationBatch`; ``batch.index`` points into ``self.examples[split]``.
     """
@@ -149,6 +175,7 @@ class ClassificationDataModule(SplitsDataModule):
         data_dir: str | os.PathLike | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        cache_dir: str | os.PathLike | None = None,
     ):
         super().__init__(
             {"train": train, "valid": valid, "test": test},
@@ -161,6 +188,22 @@ class ClassificationDataModule(SplitsDataModule):
         self.tokenizer = tokenizer
         self.vocab = vocab
         self.label_vocab = label_vocab
+        self.cache_dir = cache_dir
+        self._cacheable: bool | None = None  # whether the training split goes through the cache
+        self._entry: tuple[Path, dict[str, Any]] | None = None  # its cache entry
+
+    def encoded(self, name: str) -> list[tuple] | EncodedSequences:
+        """Split ``name`` as ``(index, token ids, label ids)`` tuples: the training split
+        mapped from the corpus cache (with ``cache_dir``), others encoded once in memory."""
+        if name == "train" and name not in self._encoded and self._cached():
+            self._ensure_vocabularies()
+            self._encoded[name] = self._cached_examples()
+        return super().encoded(name)
+
+    def _ensure_vocabularies(self) -> None:
+        if not self._has_vocabularies() and self._cached():
+            self._use_entry()
+        super()._ensure_vocabularies()
 
     def _read(self, source: LabeledSource, split: str) -> list[LabeledText]:
         if isinstance(source, (str, os.PathLike)):
@@ -195,7 +238,9 @@ class ClassificationDataModule(SplitsDataModule):
             raise DataError(f"single-label data needs exactly one label per text, got {ex.labels}", where, ex.line)
         return index, self.vocab.encode(ex.tokens), self.label_vocab.encode(ex.labels)
 
-    def _lengths(self, encoded: list[tuple]) -> list[int]:
+    def _lengths(self, encoded: list[tuple] | EncodedSequences) -> Sequence[int]:
+        if isinstance(encoded, EncodedSequences):
+            return encoded.lengths()
         return [len(tokens) for _, tokens, _ in encoded]
 
     def _collate(self) -> Callable:

@@ -35,15 +35,17 @@ import os
 import shutil
 import socket
 import uuid
+import warnings
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Sequence
 
 import numpy as np
 
 from .token_arrays import TokenArray, map_array
+from .tokenizers import get_tokenizer
 
-__all__ = ["default_cache_dir", "cache_key", "file_identity", "tokenizer_identity", "CacheWriter", "open_entry",
-           "FORMAT"]  # fmt: skip
+__all__ = ["default_cache_dir", "cache_key", "file_identity", "tokenizer_identity", "vocab_identity", "identifiable",
+           "CacheWriter", "open_entry", "entry_for", "CachedTrainingFile", "FORMAT"]  # fmt: skip
 
 #: the layout version, part of every key: a new layout never reads an old one's folders
 FORMAT = "seqlearn.corpus-cache/1"
@@ -84,6 +86,23 @@ def tokenizer_identity(tokenizer: Any) -> str | None:
     if type(tokenizer).__repr__ is object.__repr__:
         return None
     return f"{kind}:{tokenizer!r}"
+
+
+def identifiable(tokenizers: Sequence[Any], warn: bool = True) -> bool:
+    """Whether the key can tell every one of ``tokenizers`` apart (:func:`tokenizer_identity`).
+    When not, the training split is read in memory rather than risk a stale cache, and (with
+    ``warn``) a warning says why."""
+    opaque = [t for t in tokenizers if tokenizer_identity(t) is None]
+    if opaque and warn:
+        warnings.warn(f"the training split is read in memory, not prepared into the corpus cache: seqlearn cannot "
+                      f"tell when tokenizer {opaque[0]!r} changes; give it a cache_identity() method returning a "
+                      "string that changes with its output", stacklevel=3)  # fmt: skip
+    return not opaque
+
+
+def vocab_identity(vocab: Any) -> str | None:
+    """A given vocabulary as the key sees it: the hash of its JSON (None: built from the data)."""
+    return None if vocab is None else hashlib.sha256(json.dumps(vocab.to_dict()).encode()).hexdigest()
 
 
 def _fsync_folder(path: Path) -> None:
@@ -157,6 +176,10 @@ class CacheWriter:
     def write_bytes(self, name: str, data: bytes) -> None:
         self._file(name).write(data)
 
+    def write_vocab(self, name: str, vocab: Any) -> None:
+        """``vocab`` as ``<name>.vocab.json`` (read back with ``Vocab.load``)."""
+        self.write_bytes(f"{name}.vocab.json", json.dumps(vocab.to_dict(), ensure_ascii=False).encode("utf-8"))
+
     def commit(self, meta: dict[str, Any]) -> Path:
         """fsync everything, write ``meta.json`` and ``COMPLETE``, rename into place; the
         entry's final folder.  If another process committed the same key first, its entry
@@ -214,6 +237,47 @@ def open_entry(root: str | os.PathLike, key: str) -> tuple[Path, dict[str, Any]]
     if not marker.is_file() or marker.read_text(encoding="utf-8") != key:
         return None
     return folder, json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+
+
+def entry_for(cache_dir: str | os.PathLike | None, parts: dict[str, Any],
+              prepare: Callable[[Path, str], tuple[Path, dict[str, Any]]]) -> tuple[Path, dict[str, Any]]:
+    """``(folder, meta)`` of the entry keyed by ``parts`` in ``cache_dir`` (None:
+    :func:`default_cache_dir`), made by ``prepare(root, key)`` when there is none."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = cache_key(parts)
+    return open_entry(root, key) or prepare(root, key)
+
+
+class CachedTrainingFile:
+    """Mixed into a data module whose training split, one file, goes through the cache when
+    ``self.cache_dir`` is given (the language-model and classifier data modules): it has
+    ``sources``, ``tokenizer``, ``cache_dir``, ``_path``, ``_cacheable`` and ``_entry`` (both
+    None at first), and gives ``_cache_parts()`` and ``_prepare_train(root, key)``."""
+
+    def prepare_data(self) -> None:
+        """Encode a training file into the corpus cache (``cache_dir``) unless an entry for
+        this file and these options is there already.  Lightning calls this before
+        ``setup``, in one process per node; ``setup`` prepares when nobody did."""
+        if self._cached():
+            self._train_entry()
+
+    def _cached(self) -> bool:
+        """Whether the training split goes through the cache: ``cache_dir`` is given, the
+        split is a file, and the key can tell its tokenizer apart."""
+        if self._cacheable is None:
+            source = self.sources["train"]
+            self._cacheable = (self.cache_dir is not None and isinstance(source, (str, os.PathLike))
+                               and identifiable([get_tokenizer(self.tokenizer)]))  # fmt: skip
+        return self._cacheable
+
+    def _train_entry(self) -> tuple[Path, dict[str, Any]]:
+        """``(folder, meta)`` of the training file's entry, prepared if missing."""
+        if self._entry is None:
+            self._entry = entry_for(self.cache_dir, self._cache_parts(), self._prepare_train)
+        return self._entry
+
+    def _train_file(self) -> Path:
+        return self._path(self.sources["train"])
 
 
 def open_side(folder: Path, meta: dict[str, Any], side: str) -> TokenArray:

@@ -31,7 +31,8 @@ from .vocab import Vocab
 
 __all__ = ["encode_corpus", "available_cores"]
 
-# (tokenizers, vocabularies or None, max_length, which sides are SentencePiece ids), set in each worker by _init
+# (tokenizers, vocabularies or None, per side (min_length, max_length) or None, which sides are SentencePiece
+# ids, (message, file) of the DataError for a row without tokens or None), set in each worker by _init
 _STATE: tuple | None = None
 _BLOCK = 1 << 24  # ids rewritten at a time once a built vocabulary is known
 
@@ -46,20 +47,29 @@ def _init(*state: Any) -> None:
     _STATE = state
 
 
-def _encode_chunk(rows: Sequence[tuple], state: tuple | None = None) -> list[tuple[list[str] | None, np.ndarray, np.ndarray]]:
+def _encode_chunk(rows: Sequence[tuple], state: tuple | None = None) -> list:
     """Rows ``(line, text of side 0, text of side 1...)`` to, per side, ``(types, ids,
-    lengths)`` of the rows whose every side has at most ``max_length`` tokens: ids of the
-    vocabulary (types None), or indices into ``types``, this chunk's tokens in first-seen order."""
-    tokenizers, vocabs, max_length, direct = state if state is not None else _STATE
+    lengths)`` of the rows whose every bounded side has ``min_length`` to ``max_length``
+    tokens: ids of the vocabulary (types None), or indices into ``types``, this chunk's
+    tokens in first-seen order.  With ``no_tokens``, the first row with a bounded side of no
+    tokens ends the chunk, and its DataError follows the sides in the list."""
+    tokenizers, vocabs, bounds, direct, no_tokens = state if state is not None else _STATE
     sides = []
     for k, (tokenizer, ids) in enumerate(zip(tokenizers, direct)):
         texts = [row[k + 1] for row in rows]
         # one thread each: the cores are busy with one worker process each
         sides.append(tokenizer.sp.encode(texts, num_threads=1) if ids else tokenize_batch(tokenizer, texts))
-    if max_length is not None:
-        keep = [i for i in range(len(rows)) if all(len(side[i]) <= max_length for side in sides)]
+    error = None
+    if no_tokens is not None:
+        empty = next((i for i in range(len(rows)) if any(b and not side[i] for side, b in zip(sides, bounds))), None)
+        if empty is not None:  # raised once the rows before it are taken: a limit may come first
+            error = DataError(*no_tokens, rows[empty][0])
+            sides = [side[:empty] for side in sides]
+    keep = [i for i in range(len(sides[0])) if all(b is None or b[0] <= len(side[i]) <= b[1] for side, b in zip(sides, bounds))]
+    if len(keep) < len(sides[0]):
         sides = [[side[i] for i in keep] for side in sides]
-    return [_ids(side, vocab, ids) for side, vocab, ids in zip(sides, vocabs, direct)]
+    encoded = [_ids(side, vocab, ids) for side, vocab, ids in zip(sides, vocabs, direct)]
+    return encoded if error is None else [*encoded, error]
 
 
 def _ids(token_lists: list[list], vocab: Vocab | None, direct: bool) -> tuple[list[str] | None, np.ndarray, np.ndarray]:
@@ -113,13 +123,14 @@ class _Side:
             self.counts += counts
         self.out.append(self.name, ids.astype(self.dtype, copy=False), lengths)
 
-    def finish(self, min_freq: int, max_size: int | None) -> Vocab:
-        """The vocabulary, built from the counts when none was given, and the ids rewritten to it."""
+    def finish(self, **options: Any) -> Vocab:
+        """The vocabulary, built from the counts with ``options`` (of :meth:`Vocab.from_counts
+        <seqlearn.vocab.Vocab.from_counts>`) when none was given, and the ids rewritten to it."""
         if self.vocab is not None:
             return self.vocab
         # a Counter in first-seen order, as Vocab.build counts: ties then keep that order
         counts = Counter(dict(zip(self.types, self.counts.tolist())))
-        self.vocab = Vocab.from_counts(counts, min_freq, max_size)
+        self.vocab = Vocab.from_counts(counts, **options)
         lut = np.fromiter(map(self.vocab.__getitem__, self.types), np.int64, len(self.types))
         dtype = token_dtype(len(self.vocab))
         self.out.rewrite(f"{self.name}.tokens", np.uint32, lambda block: lut[block].astype(dtype), _BLOCK)
@@ -137,34 +148,48 @@ def encode_corpus(
     min_freq: int = 1,
     max_size: int | None = None,
     max_length: int | None = None,
+    min_length: int = 0,
+    unbounded: Sequence[str] = (),
+    no_tokens: tuple[str, str] | None = None,
+    vocab_options: dict[str, dict[str, Any]] | None = None,
     limit: int | None = None,
     processes: int | None = None,
 ) -> tuple[int, list[Vocab], dict[str, str]]:
     """Encode rows ``(line, text per side...)`` into ``out``, one side per tokenizer.
 
     vocabs: per side, the vocabulary to encode with, or None to build one from this
-        split's counts (``min_freq``, ``max_size``).
-    max_length: drop rows with more tokens than this on any side; limit: stop after this
-        many kept rows.  processes: worker processes (default: every available core; 1
+        split's counts (``min_freq``, ``max_size``; ``vocab_options[side]``, keyword
+        arguments of :meth:`Vocab.from_counts <seqlearn.vocab.Vocab.from_counts>`, replace
+        them for a side: ``{"labels": {"specials": ()}}``).
+    max_length, min_length: drop rows with more (fewer) tokens than this on any side but
+        the ``unbounded`` ones (labels); limit: stop after this many kept rows.
+    no_tokens: ``(message, file)``: a row with a bounded side of no tokens raises
+        ``DataError(message, file, line)``, as a reader would (unless the limit comes first).  processes: worker processes (default: every available core; 1
         encodes in this process).
     Returns the number of rows kept, the vocabularies and each side's id dtype.
     """
     direct = [_sentencepiece_ids(tok, vocab) for tok, vocab in zip(tokenizers, vocabs)]
-    state = (list(tokenizers), list(vocabs), max_length, direct)
+    longest = float("inf") if max_length is None else max_length
+    bounds = [None if name in unbounded else (min_length, longest) for name in sides]
+    state = (list(tokenizers), list(vocabs), bounds, direct, no_tokens)
     written = [_Side(name, vocab, out) for name, vocab in zip(sides, vocabs)]
     kept = 0
     results = _encoded(chunks, state, available_cores() if processes is None else processes)
     try:
         for result in results:
+            error = result.pop() if isinstance(result[-1], DataError) else None
             take = len(result[0][2]) if limit is None else min(len(result[0][2]), limit - kept)
             for side, (types, ids, lengths) in zip(written, result):
                 side.add(types, ids[: int(lengths[:take].sum())], lengths[:take])
             kept += take
             if limit is not None and kept >= limit:
                 break
+            if error is not None:
+                raise error
     finally:
         results.close()
-    built = [side.finish(min_freq, max_size) for side in written]
+    options = vocab_options or {}
+    built = [side.finish(**options.get(side.name, {"min_freq": min_freq, "max_size": max_size})) for side in written]
     return kept, built, {side.name: side.dtype.name for side in written}
 
 

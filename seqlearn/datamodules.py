@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
 
 from .batching import collate_translation
-from .corpus_cache import open_side, tokenizer_identity
+from .corpus_cache import identifiable, open_side
 from .default_task import make_default_task
 from .errors import ConfigError
 from .readers import ParallelExample, is_path_pair, read_parallel, read_tsv
@@ -186,13 +185,10 @@ class TranslationDataModule(CachedTrainingSplit, SplitsDataModule):
         warning, rather than risk a stale cache."""
         if not _is_file_source(self.sources["train"]):
             return False
-        opaque = [t for t in (self.src_tokenizer, self.tgt_tokenizer) if tokenizer_identity(get_tokenizer(t)) is None]
-        if opaque and not self._warned_uncached:
-            self._warned_uncached = True
-            warnings.warn(f"the training split is read in memory, not prepared into the corpus cache: seqlearn cannot "
-                          f"tell when tokenizer {opaque[0]!r} changes; give it a cache_identity() method returning a "
-                          "string that changes with its output", stacklevel=2)  # fmt: skip
-        return not opaque
+        tokenizers = [get_tokenizer(t) for t in (self.src_tokenizer, self.tgt_tokenizer)]
+        cacheable = identifiable(tokenizers, warn=not self._warned_uncached)
+        self._warned_uncached = self._warned_uncached or not cacheable
+        return cacheable
 
     def references(self, split: str) -> list[str]:
         """The target sentences of ``split`` as text (lowercased if asked), indexed like

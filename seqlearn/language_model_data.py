@@ -4,12 +4,17 @@ streams and served as windows for truncated BPTT (see :mod:`seqlearn.streams`).
 
 >>> dm = LanguageModelDataModule("train.en.gz", "val.en.gz", batch_size=20, bptt=35)  # doctest: +SKIP
 >>> lm = LanguageModel.from_datamodule(dm, cell="lstm")                               # doctest: +SKIP
+
+With ``cache_dir``, a training file is tokenized and encoded once into the corpus cache
+(:mod:`seqlearn.stream_cache`); later runs map it instead of reading the text again:
+
+>>> dm = LanguageModelDataModule("train.en.gz", "val.en.gz", cache_dir="cache")  # doctest: +SKIP
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 import pytorch_lightning as pl
 import torch
@@ -17,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from .errors import ConfigError, DataError
 from .readers import read_text
+from .stream_cache import CachedTrainingStream
 from .streams import StreamWindows, WindowLoader, batchify, encode_stream
 from .tokenizers import get_tokenizer
 from .vocab import Vocab
@@ -27,7 +33,7 @@ __all__ = ["LanguageModelDataModule", "TextSource"]
 TextSource = Union[str, os.PathLike, Sequence[str], Sequence[Sequence[str]], None]
 
 
-class LanguageModelDataModule(pl.LightningDataModule):
+class LanguageModelDataModule(CachedTrainingStream, pl.LightningDataModule):
     """Text for :class:`~seqlearn.language_model.LanguageModel`, as windows of parallel streams.
 
     train, valid, test: each a text file with one sentence per line (plain or gzip; blank
@@ -39,6 +45,15 @@ class LanguageModelDataModule(pl.LightningDataModule):
         ``<unk>``); or pass ``vocab``.
     batch_size, eval_batch_size: parallel streams in training and in evaluation.
     bptt: window length (truncated backpropagation through time).
+    cache_dir: where a training split read from a file is prepared once as memory-mapped
+        ids (:meth:`prepare_data`, :mod:`seqlearn.stream_cache`): a later run maps them
+        instead of reading and tokenizing the text again, and the windows are the same.
+        None (the default) reads it in memory every time, as before
+        (:func:`~seqlearn.corpus_cache.default_cache_dir` is the folder the translation data
+        module uses).  The entry is keyed by the file (path, size, modification time), the
+        tokenizer, ``lowercase``, ``limit``, ``min_freq``, ``max_size`` and a given
+        ``vocab``.  Sentence lists, and the (small) validation and test splits, are read in
+        memory.
 
     Every sentence is followed by ``</s>``; each split becomes one stream of ids
     (:meth:`stream`), cut by :func:`batchify` and served by :class:`StreamWindows` as
@@ -61,6 +76,7 @@ class LanguageModelDataModule(pl.LightningDataModule):
         eval_batch_size: int = 10,
         bptt: int = 35,
         data_dir: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ):
         super().__init__()
         if train is None:
@@ -80,6 +96,9 @@ class LanguageModelDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.bptt = bptt
         self.data_dir = None if data_dir is None else Path(data_dir)
+        self.cache_dir = cache_dir
+        self._cacheable: bool | None = None  # whether the training split goes through the cache
+        self._entry: tuple[Path, dict[str, Any]] | None = None  # its cache entry
         #: tokenized sentences of each split read so far
         self.sentences: dict[str, list[list[str]]] = {}
         self._streams: dict[str, torch.Tensor] = {}
@@ -103,8 +122,12 @@ class LanguageModelDataModule(pl.LightningDataModule):
         """Split ``name`` as one sequence of ids ``(n_tokens,)``, ``</s>`` after every sentence."""
         if name not in self._streams:
             if self.vocab is None:
-                self.vocab = Vocab.build(self.split("train"), self.min_freq, self.max_size)
-            self._streams[name] = encode_stream(self.split(name), self.vocab)
+                self.vocab = (self._cached_vocab() if self._cached()
+                              else Vocab.build(self.split("train"), self.min_freq, self.max_size))  # fmt: skip
+            if name == "train" and self._cached():
+                self._streams[name] = self._cached_stream()
+            else:
+                self._streams[name] = encode_stream(self.split(name), self.vocab)
         return self._streams[name]
 
     def windows(self, name: str, streams: int | None = None) -> StreamWindows:

@@ -293,10 +293,9 @@ def read_text(
     path = os.fspath(path)
     tok = get_tokenizer(tokenizer)
     out: list[list[str]] = []
-    lines = iter_lines(path)
+    lines = nonblank_lines(path, lowercase)
     with closing(lines):
-        texts = (text.strip() for _, text in lines)
-        texts = (text.lower() if lowercase else text for text in texts if text)
+        texts = (text for _, text in lines)
         while limit is None or len(out) < limit:
             chunk = list(islice(texts, _CHUNK if limit is None else min(_CHUNK, limit - len(out))))
             if not chunk:
@@ -305,6 +304,16 @@ def read_text(
     if not out and limit != 0:
         raise DataError("no text: every line is blank", path)
     return out
+
+
+def nonblank_lines(path: PathLike, lowercase: bool) -> Iterator[tuple[int, str]]:
+    """``(line, text)`` of the non-blank lines of a text file, stripped and lowercased if
+    asked: what :func:`read_text` tokenizes, and the language model's corpus cache encodes."""
+    lines = iter_lines(path)
+    with closing(lines):
+        for line, text in lines:
+            if text := text.strip():
+                yield line, text.lower() if lowercase else text
 
 
 # -- tagged corpora ----------------------------------------------------------------------

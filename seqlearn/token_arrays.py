@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from .batching import Padded, TranslationBatch
 
-__all__ = ["TokenArray", "EncodedPairs", "token_dtype"]
+__all__ = ["TokenArray", "EncodedPairs", "EncodedSequences", "token_dtype"]
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -70,6 +70,22 @@ class TokenArray:
 
     def __getitem__(self, i: int) -> np.ndarray:
         return self.tokens[self.offsets[i] : self.offsets[i + 1]]
+
+    def joined(self, separator: int) -> np.ndarray:
+        """Every sequence followed by ``separator``, one after the other: ``(total + n,)``
+        int64, laid out in one vectorized pass (a language model's stream, ``</s>`` after
+        every sentence).
+
+        >>> TokenArray.from_sequences([[5, 6], [7]]).joined(3).tolist()
+        [5, 6, 3, 7, 3]
+        """
+        ends = self.offsets[1:] + np.arange(len(self), dtype=np.int64)  # where each separator goes
+        out = np.empty(len(self.tokens) + len(self), dtype=np.int64)
+        is_token = np.ones(len(out), dtype=bool)
+        is_token[ends] = False
+        out[is_token] = self.tokens
+        out[ends] = separator
+        return out
 
     def padded(self, indices: Sequence[int], pad_index: int, bos: int | None = None, eos: int | None = None) -> Padded:
         """Sequences ``indices`` as a :class:`Padded` batch ``(batch, width)``, each between
@@ -134,6 +150,39 @@ class EncodedPairs(Dataset):
     def lengths(self) -> np.ndarray:
         """``(n, 2)``: the source and target lengths with their specials, for batching."""
         return np.stack([self.src.lengths + 1, self.tgt.lengths + 2], axis=1)
+
+
+class EncodedSequences(Dataset):
+    """Examples of one split as ids, one :class:`TokenArray` per field: ``examples[i]`` is
+    ``(i, ids of field 0, ids of field 1...)`` as lists, the tuples a data module's collate
+    function takes (a classifier's ``(index, token ids, label ids)``), gathered from mapped
+    arrays instead of a Python list per example.
+
+    >>> data = EncodedSequences(TokenArray.from_sequences([[5, 6], [7]]), TokenArray.from_sequences([[1], [0]]))
+    >>> data[1], data.lengths().tolist()
+    ((1, [7], [0]), [2, 1])
+    """
+
+    def __init__(self, *fields: TokenArray):
+        self.fields = fields
+        self._views: list[tuple[np.ndarray, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.fields[0])
+
+    def __getitem__(self, i: int) -> tuple:
+        if self._views is None:
+            # plain ndarray views of the maps: slicing a np.memmap costs several times more
+            self._views = [(np.asarray(f.tokens), np.asarray(f.offsets)) for f in self.fields]
+        return (i, *(tokens[offsets[i] : offsets[i + 1]].tolist() for tokens, offsets in self._views))
+
+    # the views are made anew in each process: the fields travel as file names
+    def __getstate__(self) -> dict[str, Any]:
+        return {"fields": self.fields, "_views": None}
+
+    def lengths(self) -> np.ndarray:
+        """``(n,)``: the lengths of the first field, for batching."""
+        return self.fields[0].lengths
 
 
 def ready_batch(batch: Any) -> Any:

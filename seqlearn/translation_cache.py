@@ -12,8 +12,6 @@ model, and a checkpoint carries its bytes.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import warnings
 from contextlib import closing
@@ -21,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
-from .corpus_cache import CacheWriter, cache_key, default_cache_dir, file_identity, open_entry, tokenizer_identity
+from .corpus_cache import CacheWriter, entry_for, file_identity, open_entry, tokenizer_identity, vocab_identity
 from .corpus_encoding import encode_corpus
 from .readers import aligned_rows, check_limits, is_path_pair, Row, tsv_rows, text_chunks
 from .subwords import SentencePieceTokenizer, train_sentencepiece
@@ -49,9 +47,7 @@ class CachedTrainingSplit:
     def _train_entry(self) -> tuple[Path, dict[str, Any]]:
         """``(folder, meta)`` of the training split's entry, prepared if missing."""
         if self._entry is None:
-            root = Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
-            key = cache_key(self._cache_parts())
-            self._entry = open_entry(root, key) or self._prepare_train(root, key)
+            self._entry = entry_for(self.cache_dir, self._cache_parts(), self._prepare_train)
         return self._entry
 
     def _use_entry(self) -> None:
@@ -79,9 +75,6 @@ class CachedTrainingSplit:
         """Everything the encoded training split depends on: what the key hashes."""
         from . import __version__
 
-        def vocab_hash(vocab: Vocab | None) -> str | None:
-            return None if vocab is None else hashlib.sha256(json.dumps(vocab.to_dict()).encode()).hexdigest()
-
         subwords = None if self.subwords is None else {"model_type": self.subwords, "joint": self.joint,
                                                         **self.subword_options}  # fmt: skip
         return {
@@ -90,7 +83,7 @@ class CachedTrainingSplit:
             "tokenizers": [tokenizer_identity(get_tokenizer(t)) for t in (self.src_tokenizer, self.tgt_tokenizer)],
             "lowercase": self.lowercase, "max_length": self.max_length, "limit": self.limit,
             "min_freq": self.min_freq, "max_size": self.max_size, "subwords": subwords,
-            "vocabularies": [vocab_hash(self.src_vocab), vocab_hash(self.tgt_vocab)],
+            "vocabularies": [vocab_identity(self.src_vocab), vocab_identity(self.tgt_vocab)],
         }  # fmt: skip
 
     def _prepare_train(self, root: Path, key: str) -> tuple[Path, dict[str, Any]]:
@@ -111,7 +104,7 @@ class CachedTrainingSplit:
                 limit=self.limit,
             )  # fmt: skip
             for side, vocab in zip(SIDES, vocabs):
-                out.write_bytes(f"{side}.vocab.json", json.dumps(vocab.to_dict(), ensure_ascii=False).encode("utf-8"))
+                out.write_vocab(side, vocab)
             out.commit({"dtypes": dtypes, "pairs": pairs, "source": where, "subwords": self.subwords is not None,
                         "parts": self._cache_parts()})  # fmt: skip
         return open_entry(root, key)

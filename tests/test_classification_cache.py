@@ -1,0 +1,168 @@
+"""The classifier's corpus cache: a training TSV file (``label<TAB>text``) encoded once into
+memory-mapped ids (``ClassificationDataModule(cache_dir=...)``), keyed by the file and the
+options.
+
+The oracle throughout is the in-memory path of the same data module (``cache_dir=None``),
+which reads the file with :func:`~seqlearn.classification_data.read_labeled_tsv`; the
+cached path must give the same vocabularies, examples and batches.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import seqlearn.classification_cache as classification_cache
+from seqlearn.classification_data import ClassificationDataModule
+from seqlearn.errors import DataError
+from seqlearn.token_arrays import EncodedSequences
+from seqlearn.vocab import Vocab
+
+WORDS = "A dog runs over the Meadow . Two men eat bread , a woman reads a book in the park".split()
+LABELS = ["sports", "news", "Politics", "art,music"]
+
+
+def write_tsv(path: Path, n: int = 5000, seed: int = 0, multi_label: bool = False, fewest: int = 0) -> Path:
+    """``n`` examples, more than two reader chunks so that preparation runs on worker
+    processes, with blank lines in between; multi-label fields list ``fewest``-3 labels."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        field = ",".join(rng.sample(LABELS[:3], rng.randint(fewest, 3))) if multi_label else rng.choice(LABELS)
+        lines.append(f"{field}\t{' '.join(rng.choices(WORDS, k=rng.randint(1, 20)))}")
+        if i % 101 == 0:
+            lines.append("")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def batches(dm: ClassificationDataModule) -> list[tuple]:
+    return [(b.tokens.ids.tolist(), b.tokens.lengths.tolist(), b.labels.tolist(), b.index.tolist())
+            for b in dm.train_dataloader()]  # fmt: skip
+
+
+def assert_same_data(cached: ClassificationDataModule, expected: ClassificationDataModule) -> None:
+    a, b = cached.encoded("train"), expected.encoded("train")
+    assert isinstance(a, EncodedSequences) and isinstance(a.fields[0].tokens, np.memmap)
+    assert len(a) == len(b) > 0 and [a[i] for i in range(len(a))] == [b[i] for i in range(len(b))]
+    assert cached.vocab == expected.vocab and cached.label_vocab == expected.label_vocab
+    assert batches(cached) == batches(expected)
+
+
+def entries(cache_dir: Path) -> list[str]:
+    return sorted(p.name for p in Path(cache_dir).iterdir()) if Path(cache_dir).exists() else []
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"multi_label": True, "lowercase": True, "min_freq": 50, "max_length": 12},
+    {"max_size": 5, "limit": 3000, "tokenizer": "char", "max_sentences": 16, "max_tokens": None, "seed": 4},
+])  # fmt: skip
+def test_cached_examples_vocabularies_and_batches_equal_the_in_memory_path(tmp_path, options):
+    tsv = write_tsv(tmp_path / "train.tsv", multi_label=options.get("multi_label", False))
+    cached = ClassificationDataModule(tsv, cache_dir=tmp_path / "cache", **options)
+    cached.prepare_data()
+    cached.setup("fit")
+    expected = ClassificationDataModule(tsv, **options)
+    expected.setup("fit")
+    assert_same_data(cached, expected)
+    assert "train" not in cached.examples  # the raw text is read only when asked for
+    assert cached.examples["train"] == expected.examples["train"]
+    assert len(entries(tmp_path / "cache")) == 1
+
+
+def test_a_second_data_module_maps_the_entry_and_a_changed_file_or_option_is_prepared_anew(tmp_path, monkeypatch):
+    tsv = write_tsv(tmp_path / "train.tsv", n=3000, multi_label=True, fewest=1)  # also single-label data
+    cache = tmp_path / "cache"
+    first = ClassificationDataModule(tsv, cache_dir=cache, multi_label=True)
+    first.setup("fit")  # setup prepares when prepare_data was not called
+    real, calls = classification_cache.encode_corpus, []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(classification_cache, "encode_corpus", counting)
+    again = ClassificationDataModule(tsv, cache_dir=cache, multi_label=True)
+    again.prepare_data()
+    again.setup("fit")
+    assert calls == [] and len(entries(cache)) == 1  # a hit: nothing encoded
+    assert_same_data(again, first)
+    changes = ({"multi_label": False}, {"label_separator": ";"}, {"lowercase": True}, {"max_length": 5},
+               {"limit": 100}, {"min_freq": 2}, {"max_size": 4}, {"tokenizer": "char"},
+               {"vocab": Vocab(["dog", "the"])}, {"label_vocab": Vocab(LABELS[:3], specials=())})  # fmt: skip
+    for change in changes:
+        options = {"multi_label": True, **change}
+        assert_same_data(ClassificationDataModule(tsv, cache_dir=cache, **options),
+                         ClassificationDataModule(tsv, **options))  # fmt: skip
+    assert len(calls) == len(changes) and len(entries(cache)) == 1 + len(changes)
+    # batching options map the same entry
+    ClassificationDataModule(tsv, cache_dir=cache, multi_label=True, max_tokens=99, seed=5).setup("fit")
+    assert len(calls) == len(changes)
+    # a rewritten file is prepared anew, never read stale
+    write_tsv(tsv, n=400, seed=1, multi_label=True, fewest=1)
+    os.utime(tsv, ns=(1, 1))
+    fresh = ClassificationDataModule(tsv, cache_dir=cache, multi_label=True)
+    assert_same_data(fresh, ClassificationDataModule(tsv, multi_label=True))
+    assert len(calls) == len(changes) + 1
+
+
+class DropsHashes:
+    """A tokenizer that gives no tokens for ``#`` alone (the cache key knows it by its repr)."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return [t for t in text.split() if t != "#"]
+
+    def __repr__(self) -> str:
+        return "DropsHashes()"
+
+
+@pytest.mark.parametrize("bad, message", [
+    (b"no tab on this line", "no tab"),
+    (b"\ttext without a label", "empty label"),
+    (b"news\t\xff\xfe not utf-8", "UTF-8"),
+    (b"news\t#", "no tokens"),
+])  # fmt: skip
+def test_malformed_input_is_a_data_error_with_file_and_line_during_preparation(tmp_path, bad, message):
+    tsv = write_tsv(tmp_path / "train.tsv")
+    raw = tsv.read_bytes().split(b"\n")
+    raw[4499] = bad  # line 4500, past the first chunks: read while workers encode
+    tsv.write_bytes(b"\n".join(raw))
+    cache = tmp_path / "cache"
+    dm = ClassificationDataModule(tsv, cache_dir=cache, tokenizer=DropsHashes())
+    with pytest.raises(DataError, match=message) as err:
+        dm.prepare_data()
+    assert (err.value.path, err.value.line) == (str(tsv), 4500)
+    with pytest.raises(DataError, match=message) as expected:  # the in-memory path: the same error
+        ClassificationDataModule(tsv, tokenizer=DropsHashes()).setup("fit")
+    assert (expected.value.path, expected.value.line) == (str(tsv), 4500)
+    assert entries(cache) == []
+    # as the reader: a limit reached before the bad line never reads it
+    limited = ClassificationDataModule(tsv, cache_dir=cache, tokenizer=DropsHashes(), limit=2000)
+    assert_same_data(limited, ClassificationDataModule(tsv, tokenizer=DropsHashes(), limit=2000))
+
+
+def test_a_training_label_the_given_label_vocabulary_lacks_is_a_data_error(tmp_path):
+    tsv = write_tsv(tmp_path / "train.tsv", n=300)
+    dm = ClassificationDataModule(tsv, cache_dir=tmp_path / "cache", label_vocab=Vocab(LABELS[:2], specials=()))
+    with pytest.raises(DataError, match="does not occur in the training data") as err:
+        dm.setup("fit")
+    first = next(i for i, line in enumerate(tsv.read_text().splitlines(), 1) if line.split("\t")[0] in LABELS[2:])
+    assert (err.value.path, err.value.line) == (str(tsv), first)
+
+
+def test_a_tokenizer_the_key_cannot_tell_apart_keeps_the_in_memory_path(tmp_path):
+    class Opaque:
+        def tokenize(self, text: str) -> list[str]:
+            return text.split()
+
+    tsv = write_tsv(tmp_path / "train.tsv", n=300)
+    with pytest.warns(UserWarning, match="cache_identity"):
+        dm = ClassificationDataModule(tsv, cache_dir=tmp_path / "cache", tokenizer=Opaque())
+        dm.setup("fit")
+    assert isinstance(dm.encoded("train"), list) and entries(tmp_path / "cache") == []
+    assert batches(dm) == batches(ClassificationDataModule(tsv))
