@@ -26,12 +26,8 @@ ONMT = sorted(n for n, m in MODELS.items() if m["tool"] == "opennmt-py")
 RUNS = {"greedy": {"beam_size": 1}, "beam5": {"beam_size": 5}, "beam5_max10": {"beam_size": 5, "max_length": 10}}
 
 
-@pytest.fixture(scope="module")
-def sources():
-    from conftest import SHARED_DATA
-
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"{SHARED_DATA} not present")
+@pytest.fixture
+def sources(shared_data):
     return [line.split(" ") for line in derived("de").split("\n")[:-1]]
 
 
