@@ -69,6 +69,15 @@ def test_translate_and_finetune(tmp_path, monkeypatch):
     assert sw["unk_in_output"] == 0 and sw["word_level_unk"] > 0
     assert sw["new_words_written"] >= 9  # of 12; all 12 here
     assert sw["shifted_after"]["bleu"] > r["shifted_before"]["bleu"] + 50
+    # part 4: an OpenNMT-py fixture model, converted, fine-tuned on 15 pairs, saved as a folder
+    onmt = r["onmt"]
+    assert onmt["unknown_source_words"] == 0  # the example sentences are in its vocabulary
+    assert onmt["new_src_tokens"] == 10 and onmt["new_tgt_tokens"] == 10
+    assert onmt["loss_after"] <= onmt["loss_before"] / 2  # 2.36 -> 0.21 here
+    assert onmt["new_words_written"] >= 7  # of 10 on the training sources; 9 here
+    assert {"config.json", "model.safetensors", "src_vocab.json", "tgt_vocab.json", "README.md"} <= set(onmt["folder_files"])
+    assert not any(name.endswith((".pt", ".ckpt", ".pkl", ".bin")) for name in onmt["folder_files"])
+    assert onmt["folder_round_trip_identical"] is True and onmt["search_defaults_kept"] is True
 
 
 @pytest.mark.slow
