@@ -285,6 +285,8 @@ def test_no_module_evaluates_strings_or_unpickles_unsafely():
                 kw = {k.arg: k.value for k in call.keywords}
                 assert isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True, where
             if name.endswith("import_module"):  # only on seqlearn's own fixed names:
-                # the lazy exports of __init__, and the exporter registry's table (export/dispatch.py)
-                assert file.relative_to(PACKAGE).as_posix() in ("__init__.py", "export/dispatch.py"), where
+                # the lazy exports of __init__, the exporter registry's table (export/dispatch.py) and
+                # the converters' table (convert/__init__.py, checked against TOOLS before the import)
+                assert file.relative_to(PACKAGE).as_posix() in ("__init__.py", "export/dispatch.py",
+                                                                "convert/__init__.py"), where
 

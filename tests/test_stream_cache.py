@@ -115,7 +115,8 @@ def test_a_given_vocabulary_is_kept_and_used(tmp_path):
     assert_same_data(cached, LanguageModelDataModule(text, vocab=vocab))
 
 
-def test_without_cache_dir_nothing_is_cached(tmp_path):
+def test_without_cache_dir_nothing_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # the session's default cache holds other tests' entries
     text = write_text(tmp_path / "train.txt.gz", n=300)
     dm = LanguageModelDataModule(text)
     dm.prepare_data()
