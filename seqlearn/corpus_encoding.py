@@ -227,14 +227,24 @@ def _encoded_chunks(pulled: Iterator[list[tuple] | DataError], state: tuple, pro
         return
     # fork shares the loaded tokenizers; elsewhere they are pickled to each worker
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(processes, _init, state) as pool:
-        pending: deque = deque()
+    pool = multiprocessing.get_context(method).Pool(processes, _init, state)
+    pending: deque = deque()
+    try:
         for chunk in chain(head, pulled):
             pending.append(chunk if isinstance(chunk, DataError) else pool.apply_async(_encode_chunk, (chunk,)))
             while len(pending) > 2 * processes:
                 yield _result(pending.popleft())
         while pending:
             yield _result(pending.popleft())
+    finally:
+        # Pool.terminate() deadlocks when a worker is writing a large result that no one
+        # reads any more (it holds the result pipe's lock), as when a limit or an error
+        # stops early: let the chunks in flight finish, then shut the pool down in order
+        for task in pending:
+            if not isinstance(task, DataError):
+                task.wait()
+        pool.close()
+        pool.join()
 
 
 def _result(pending: Any) -> list:

@@ -8,6 +8,7 @@ cached path must give the same vocabularies, examples and batches.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 import seqlearn.classification_cache as classification_cache
+import seqlearn.corpus_encoding as corpus_encoding
 from seqlearn.classification_data import ClassificationDataModule
 from seqlearn.errors import DataError
 from seqlearn.token_arrays import EncodedSequences
@@ -166,3 +168,16 @@ def test_a_tokenizer_the_key_cannot_tell_apart_keeps_the_in_memory_path(tmp_path
         dm.setup("fit")
     assert isinstance(dm.encoded("train"), list) and entries(tmp_path / "cache") == []
     assert batches(dm) == batches(ClassificationDataModule(tsv))
+
+
+@pytest.mark.timeout(120)
+def test_a_limit_reached_with_chunks_in_flight_waits_for_the_workers_and_stops_them(tmp_path, monkeypatch):
+    """Terminating the pool while a worker wrote a large result deadlocked now and then
+    (a CI run hung here); the workers must finish their chunks and exit."""
+    monkeypatch.setattr(corpus_encoding, "available_cores", lambda: 2)  # workers even on one core
+    tsv = write_tsv(tmp_path / "train.tsv", n=12000)  # six chunks: four in flight at the limit
+    for i in range(30):
+        ClassificationDataModule(tsv, cache_dir=tmp_path / f"cache{i}", limit=2000).prepare_data()
+        assert multiprocessing.active_children() == []
+    cached = ClassificationDataModule(tsv, cache_dir=tmp_path / "cache0", limit=2000)
+    assert_same_data(cached, ClassificationDataModule(tsv, limit=2000))
