@@ -204,10 +204,14 @@ class ExportedSeq2Seq(_Stepping):
     def __init__(self, directory: str | os.PathLike, manifest: dict[str, Any]):
         super().__init__(directory, manifest)
         self.src, self.tgt = self.vocabs["src"], self.vocabs["tgt"]
+        # exports before these keys: a native model, </s> after every source, built-in search
+        self.src_eos: bool = manifest.get("src_eos", True)
+        self.search_defaults: dict[str, Any] = manifest.get("search_defaults", {})
 
     def start(self, src_ids: torch.Tensor, src_lengths: torch.Tensor) -> State:
-        """The decoder's initial state for source ids ``(batch, src_len)`` (each row ending in
-        ``</s>``) with lengths ``(batch,)``."""
+        """The decoder's initial state for source ids ``(batch, src_len)`` with lengths
+        ``(batch,)``; each row ends in ``</s>`` unless :attr:`src_eos` is false (a model
+        converted from OpenNMT-py)."""
         return self.graphs["encoder"](src_ids=src_ids, src_lengths=src_lengths)
 
     def detokenize(self, tokens: Sequence[str]) -> str:
@@ -224,15 +228,18 @@ class ExportedSeq2Seq(_Stepping):
 
     def translate(self, inputs: Sequence[str | Sequence[str]], max_length: int | None = None) -> list[list[str]]:
         """Greedy translations (token lists) of sentences or token lists, as
-        ``Seq2Seq.translate(beam_size=1)``; ``max_length`` steps by default
-        ``max(100, 2 * longest source + 10)``, ``</s>`` counted."""
+        ``Seq2Seq.translate(beam_size=1, length_penalty=None)``; ``max_length`` steps by
+        default ``max(100, 2 * longest source + 10)``, ``</s>`` counted.  The search rules
+        of a converted model's tool (:attr:`search_defaults`: length penalty, stopping,
+        max-length rule) are for beam search over :meth:`search_step`; greedy ignores them."""
         token_lists = self._tokens(inputs)
         results: list[list[str]] = [[] for _ in token_lists]
         todo = [i for i, tokens in enumerate(token_lists) if tokens]  # empty in, empty out
         if not todo:
             return results
         eos = self.src.special("</s>")
-        ids, lengths = pad([self.src.encode(token_lists[i]) + [eos] for i in todo], self.src.special("<pad>"))
+        ids, lengths = pad([self.src.encode(token_lists[i]) + [eos] * self.src_eos for i in todo],
+                           self.src.special("<pad>"))
         max_length = max_length or max(100, 2 * int(lengths.max()) + 10)
         for i, row in zip(todo, self.greedy(ids, lengths, max_length)):
             results[i] = [self.tgt.itos[t] for t in row]

@@ -181,3 +181,27 @@ def test_training_batches_lose_their_source_eos_for_a_model_that_reads_none():
         _, nll, n = model.batch_loss(batch)
     assert n.item() == 9
     assert nll.item() == pytest.approx(-model.score(src, tgt).sum().item(), abs=1e-4)
+
+
+def test_an_exported_converted_model_reads_sources_without_eos_and_keeps_its_search_rules(tmp_path):
+    """Serving appended </s> to every source, which an OpenNMT-py model never read: its
+    greedy output changed.  The manifest now says so, and carries the tool's search rules."""
+    import inspect
+
+    from seqlearn import search, serving
+    from seqlearn.export import export
+
+    model = convert("opennmt-py", checkpoint("onmt_b_rnn_gru_dot_nofeed"))
+    served = serving.load(export(model, tmp_path / "exported"))
+    assert served.src_eos is False and served.search_defaults == model.hparams.search_defaults
+    src = [["ein", "mann", "läuft", "."], ["zwei", "hunde", "spielen", "im", "schnee", "."], ["ein", "kind", "."]]
+    greedy = model.translate(src, beam_size=1, length_penalty=None, max_length=30)
+    assert served.translate(src, max_length=30) == [h[0].tokens for h in greedy]
+    beam_options = inspect.signature(search.beam_search).parameters.keys() - {"beam_size", "n_best", "max_length"}
+    batch = model._source_batch(src)
+    got = search.beam_search(served.search_step, served.start(batch.ids, batch.lengths),
+                             bos_index=model.tgt_vocab.bos_index, eos_index=model.tgt_vocab.eos_index, beam_size=5,
+                             max_length=30, **{k: v for k, v in served.search_defaults.items() if k in beam_options})
+    want = model.translate(src, beam_size=5, max_length=30)
+    assert [[model.tgt_vocab.itos[i] for i in h[0].tokens] for h in got] == [h[0].tokens for h in want]
+    assert [h[0].score for h in got] == pytest.approx([h[0].score for h in want], abs=1e-5)

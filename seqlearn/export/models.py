@@ -87,6 +87,9 @@ def export_seq2seq(model: Seq2Seq, directory: str | Path, format: str = "torchsc
         manifest = {
             "model": "seq2seq", "state": state, "tokenizer": model.hparams.src_tokenizer,
             "target_tokenizer": model.hparams.tgt_tokenizer, "components": _components(model),
+            # a converted model reads sources without </s>; its tool's search rules travel for beam search
+            "src_eos": bool(model.hparams.get("src_eos", True)),
+            "search_defaults": dict(model.hparams.get("search_defaults") or {}),
         }
         # SentencePiece models travel as files beside the graphs: the server tokenizes text with them
         protos = model.hparams.get("tokenizer_models") or {}
