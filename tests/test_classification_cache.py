@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import random
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 import seqlearn.classification_cache as classification_cache
 import seqlearn.corpus_encoding as corpus_encoding
@@ -181,3 +184,34 @@ def test_a_limit_reached_with_chunks_in_flight_waits_for_the_workers_and_stops_t
         assert multiprocessing.active_children() == []
     cached = ClassificationDataModule(tsv, cache_dir=tmp_path / "cache0", limit=2000)
     assert_same_data(cached, ClassificationDataModule(tsv, limit=2000))
+
+
+def _in_worker(collate, examples):
+    """Collate in a DataLoader worker: the batch, the worker's pid and the files it maps."""
+    maps = Path(f"/proc/{os.getpid()}/maps").read_text()
+    return collate(examples), os.getpid(), {line.split()[-1] for line in maps.splitlines() if line.endswith(".tokens")}
+
+
+@pytest.mark.slow  # spawned workers import torch
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/<pid>/maps")
+def test_dataloader_workers_map_the_cache_and_batch_as_in_memory(tmp_path):
+    tsv = write_tsv(tmp_path / "train.tsv", n=3000, multi_label=True)
+    expected = ClassificationDataModule(tsv, multi_label=True, max_sentences=64)
+    expected.setup("fit")
+    # the data module's own loader, two forked workers
+    cached = ClassificationDataModule(tsv, cache_dir=tmp_path / "cache", multi_label=True, max_sentences=64,
+                                      num_workers=2)  # fmt: skip
+    cached.setup("fit")
+    assert batches(cached) == batches(expected)
+    # spawned workers get the examples pickled: as file names, mapped in each worker
+    examples = cached.encoded("train")
+    files = {str(Path(f._files[0]) / f"{f._files[1]}.tokens") for f in examples.fields}
+    assert len(pickle.dumps(examples)) < 2000 < sum(f.tokens.nbytes for f in examples.fields)
+    order = [list(range(i, min(i + 64, len(examples)))) for i in range(0, len(examples), 64)]
+    loader = DataLoader(examples, batch_sampler=order, num_workers=2, multiprocessing_context="spawn",
+                        collate_fn=partial(_in_worker, expected._collate()))  # fmt: skip
+    got = list(loader)
+    assert len({pid for _, pid, _ in got}) == 2 and all(maps == files for _, _, maps in got)
+    want = [expected._collate()([expected.encoded("train")[i] for i in rows]) for rows in order]
+    for (batch, _, _), w in zip(got, want, strict=True):
+        assert torch.equal(batch.tokens.ids, w.tokens.ids) and torch.equal(batch.labels, w.labels)
