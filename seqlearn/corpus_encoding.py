@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from collections import Counter, deque
 from contextlib import closing, nullcontext
 from itertools import chain, islice
@@ -35,6 +36,7 @@ __all__ = ["encode_corpus", "available_cores"]
 # ids, (message, file) of the DataError for a row without tokens or None), set in each worker by _init
 _STATE: tuple | None = None
 _BLOCK = 1 << 24  # ids rewritten at a time once a built vocabulary is known
+_SHUTDOWN_WAIT = 30.0  # seconds the chunks in flight get to finish when encoding stops early
 
 
 def available_cores() -> int:
@@ -239,11 +241,17 @@ def _encoded_chunks(pulled: Iterator[list[tuple] | DataError], state: tuple, pro
     finally:
         # Pool.terminate() deadlocks when a worker is writing a large result that no one
         # reads any more (it holds the result pipe's lock), as when a limit or an error
-        # stops early: let the chunks in flight finish, then shut the pool down in order
-        for task in pending:
-            if not isinstance(task, DataError):
-                task.wait()
-        pool.close()
+        # stops early: let the chunks in flight finish, then shut the pool down in order.
+        # A chunk whose worker was killed (a terminal's Ctrl-C reaches the workers too)
+        # never comes: then terminating is the only way out.
+        tasks = [task for task in pending if not isinstance(task, DataError)]
+        deadline = time.monotonic() + _SHUTDOWN_WAIT
+        for task in tasks:
+            task.wait(max(0.0, deadline - time.monotonic()))
+        if all(task.ready() for task in tasks):
+            pool.close()
+        else:
+            pool.terminate()
         pool.join()
 
 

@@ -186,6 +186,37 @@ def test_a_limit_reached_with_chunks_in_flight_waits_for_the_workers_and_stops_t
     assert_same_data(cached, ClassificationDataModule(tsv, limit=2000))
 
 
+class KillsItsWorker:
+    """Splits on whitespace; in a worker process, a line holding ``KILL`` ends that worker,
+    as a terminal's Ctrl-C does (the chunk it held never comes back)."""
+
+    def __init__(self):
+        self.parent = os.getpid()
+
+    def tokenize(self, text: str) -> list[str]:
+        if "KILL" in text and os.getpid() != self.parent:
+            os._exit(1)
+        return text.split()
+
+    def __repr__(self) -> str:
+        return "KillsItsWorker()"
+
+
+@pytest.mark.timeout(120)
+def test_a_chunk_whose_worker_died_does_not_stall_an_early_stop(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus_encoding, "available_cores", lambda: 2)
+    monkeypatch.setattr(corpus_encoding, "_SHUTDOWN_WAIT", 1.0)
+    tsv = write_tsv(tmp_path / "train.tsv", n=12000)
+    lines = tsv.read_text().split("\n")
+    lines[7000] = "news\tKILL this worker"  # the fourth chunk, in flight when the limit is reached
+    tsv.write_text("\n".join(lines))
+    options = {"tokenizer": KillsItsWorker(), "limit": 2000}
+    cached = ClassificationDataModule(tsv, cache_dir=tmp_path / "cache", **options)
+    cached.prepare_data()
+    assert multiprocessing.active_children() == []
+    assert_same_data(cached, ClassificationDataModule(tsv, **options))
+
+
 def _in_worker(collate, examples):
     """Collate in a DataLoader worker: the batch, the worker's pid and the files it maps."""
     maps = Path(f"/proc/{os.getpid()}/maps").read_text()
