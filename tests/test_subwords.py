@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -390,8 +391,11 @@ def test_training_on_pieces_with_other_tokenizers_in_the_model_warns_at_fit_star
         model = Seq2Seq(vocab, vocab, embedding_dim=8, hidden_size=8, val_bleu=False, **tokenizers)
         cpu_trainer(max_steps=1, limit_val_batches=0).fit(model, dm)
 
-    with pytest.warns(UserWarning, match=r"splits src text with a SentencePiece model.*'whitespace'"):
+    with pytest.warns(UserWarning) as caught:
         fit()
+    for side in ("src", "tgt"):
+        assert any(re.search(rf"splits {side} text with a SentencePiece model.*'whitespace'", str(w.message))
+                   for w in caught), side
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*SentencePiece model, this Seq2Seq")
         fit(src_tokenizer=tokenizer, tgt_tokenizer=tokenizer)
