@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_corpus_cache import mapped_token_files
+from test_stream_cache import entries
 from torch.utils.data import DataLoader
 
 import seqlearn.classification_cache as classification_cache
@@ -56,10 +58,6 @@ def assert_same_data(cached: ClassificationDataModule, expected: ClassificationD
     assert len(a) == len(b) > 0 and [a[i] for i in range(len(a))] == [b[i] for i in range(len(b))]
     assert cached.vocab == expected.vocab and cached.label_vocab == expected.label_vocab
     assert batches(cached) == batches(expected)
-
-
-def entries(cache_dir: Path) -> list[str]:
-    return sorted(p.name for p in Path(cache_dir).iterdir()) if Path(cache_dir).exists() else []
 
 
 @pytest.mark.parametrize("options", [
@@ -219,8 +217,7 @@ def test_a_chunk_whose_worker_died_does_not_stall_an_early_stop(tmp_path, monkey
 
 def _in_worker(collate, examples):
     """Collate in a DataLoader worker: the batch, the worker's pid and the files it maps."""
-    maps = Path(f"/proc/{os.getpid()}/maps").read_text()
-    return collate(examples), os.getpid(), {line.split()[-1] for line in maps.splitlines() if line.endswith(".tokens")}
+    return collate(examples), os.getpid(), mapped_token_files()
 
 
 @pytest.mark.slow  # spawned workers import torch

@@ -276,10 +276,15 @@ def test_data_errors_keep_file_and_line_across_processes():
 
 
 # -- sharing the mapped files -------------------------------------------------------------------
+def mapped_token_files() -> set[str]:
+    """The cache's ``.tokens`` files this process maps."""
+    maps = Path(f"/proc/{os.getpid()}/maps").read_text()
+    return {line.split()[-1] for line in maps.splitlines() if line.endswith(".tokens")}
+
+
 def _worker_view(batch):
     """Collate in a DataLoader worker: the batch, the worker's pid, and the files it maps."""
-    maps = Path(f"/proc/{os.getpid()}/maps").read_text()
-    return batch, os.getpid(), {line.split()[-1] for line in maps.splitlines() if line.endswith(".tokens")}
+    return batch, os.getpid(), mapped_token_files()
 
 
 @pytest.mark.slow  # spawned workers import torch
